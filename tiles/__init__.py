@@ -1,0 +1,1 @@
+"""GeoLens tiles: rasters in, pixels and lon/lat out. Never imports torch or engine."""
