@@ -1,0 +1,437 @@
+"""The engine: one loaded model answering requests about RGB crops.
+
+``Engine.from_config(cfg)`` loads the model once per process (and the semantic retriever when
+``cfg.retrieval.kb_dir`` is set, or takes an injected one). ``Engine.stream`` yields
+:class:`~engine.generation.TextDelta` pieces and a final :class:`~engine.generation.Final` with
+the :class:`~engine.types.Answer`; ``Engine.run`` returns the answer only; ``Engine.run_batch``
+answers several crops in one batched generation (e.g. grounding over tiles).
+
+Per request: validate inputs -> retrieve top-k descriptions -> preprocess the image -> render the
+task prompt (region box in the backbone's convention) -> greedy generation -> parse boxes / label.
+A CUDA out-of-memory error frees the cache and retries once at a smaller image size, then raises
+:class:`~engine.errors.OutOfMemoryError`. Requests run one at a time (a lock), since the model and
+its token-role context are shared.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from engine.config import EngineConfig, RetrievalConfig
+from engine.errors import InputError, OutOfMemoryError
+from engine.generation import (
+    Final,
+    IncrementalDecoder,
+    Reset,
+    StreamEvent,
+    TextDelta,
+    generate,
+    greedy_steps,
+)
+from engine.model.build import build_vlm
+from engine.model.inputs import Sample, build_batch
+from engine.model.loading import Placement, resolve_placement
+from engine.model.vlm import SemanticVLM
+from engine.parsing import match_label
+from engine.prompts import load_prompt_set, prompt_mode
+from engine.types import Answer, Evidence, Task, Timing
+
+__all__ = ["Engine", "Request", "SemanticRetriever", "validate_request"]
+
+logger = logging.getLogger(__name__)
+
+
+class SemanticRetriever(Protocol):
+    """What the engine needs from a retriever (``engine.retrieval.Retriever`` implements it)."""
+
+    def retrieve_for_image(self, image: np.ndarray, k: int) -> list[Evidence]:
+        """Top-``k`` descriptions for an RGB uint8 (H, W, 3) image, best first."""
+        ...
+
+
+@dataclass(frozen=True)
+class Request:
+    """One validated request."""
+
+    image: np.ndarray = field(compare=False)  # (H, W, 3) uint8, C-contiguous
+    task: Task
+    question: str | None
+    region_px: tuple[float, float, float, float] | None
+    labels: tuple[str, ...]
+
+
+MAX_ASPECT = 200  # Qwen2.5-VL's smart_resize refuses more elongated images
+
+
+def validate_request(image, task, question=None, region_px=None, labels=None) -> Request:
+    """Check a request's inputs; raises :class:`InputError` naming the bad value."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"image must be a numpy array (H, W, 3) uint8, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(
+            f"image must be uint8 RGB, got dtype {image.dtype}; "
+            "scale it to 0-255 and cast with .astype(np.uint8)"
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(
+            f"image must be RGB with shape (H, W, 3), got {image.shape}; "
+            "drop alpha with image[..., :3] or stack a gray band three times"
+        )
+    h, w = image.shape[:2]
+    if h < 1 or w < 1 or max(h, w) / min(h, w) > MAX_ASPECT:
+        raise InputError(
+            f"image of {w}x{h} pixels is empty or more elongated than {MAX_ASPECT}:1; "
+            "draw a squarer region"
+        )
+    task = Task.parse(task)
+    if question is not None and not isinstance(question, str):
+        raise InputError(f"question must be a string, got {type(question).__name__}")
+    return Request(
+        image=np.ascontiguousarray(image),
+        task=task,
+        question=(question.strip() or None) if question is not None else None,
+        region_px=_check_region(region_px, task, w, h),
+        labels=_check_labels(labels, task),
+    )
+
+
+def _check_region(
+    region_px, task: Task, w: int, h: int
+) -> tuple[float, float, float, float] | None:
+    if region_px is None:
+        if task is Task.REGION:
+            raise InputError(
+                "task 'region' needs region_px = (x0, y0, x1, y1) in crop pixels; "
+                "draw a box inside the crop"
+            )
+        return None
+    if task is not Task.REGION:
+        raise InputError(
+            f"region_px only applies to task 'region', not {task.value!r}; leave it out"
+        )
+    try:
+        box = tuple(float(v) for v in region_px)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"region_px must be 4 numbers (x0, y0, x1, y1), got {region_px!r}"
+        ) from None
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise InputError(f"region_px must be 4 finite numbers (x0, y0, x1, y1), got {region_px!r}")
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise InputError(
+            f"region_px {box} is not a box inside the {w}x{h} crop "
+            f"(need 0 <= x0 < x1 <= {w}, 0 <= y0 < y1 <= {h})"
+        )
+    return box
+
+
+def _check_labels(labels, task: Task) -> tuple[str, ...]:
+    if labels is None:
+        labels = ()
+    if (
+        isinstance(labels, str)
+        or not isinstance(labels, (list, tuple))
+        or not all(isinstance(x, str) for x in labels)
+    ):
+        raise InputError(f"labels must be a list of class names, got {labels!r}")
+    labels = tuple(x.strip() for x in labels)
+    if task is Task.CLASSIFY and (not labels or not all(labels)):
+        raise InputError(
+            f"task 'classify' needs a non-empty list of non-empty labels, got {list(labels)!r}"
+        )
+    return labels
+
+
+class Engine:
+    """A loaded model plus prompts and (optionally) a retriever; see the module docstring."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        vlm: SemanticVLM,
+        placement: Placement,
+        retriever: SemanticRetriever | None = None,
+    ) -> None:
+        self.config = config
+        self.vlm = vlm
+        self.placement = placement
+        self.retriever = retriever
+        self.prompts = load_prompt_set(config.backbone, prompt_mode(vlm.has_adapter_modules))
+        self.model_name = f"{config.backbone}:{vlm.backbone.model_name}"
+        self.adapter_name = str(config.adapter_path) if config.adapter_path is not None else None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls, config: EngineConfig, retriever: SemanticRetriever | None = None
+    ) -> Engine:
+        """Load the model (and the retriever, unless one is given) described by ``config``."""
+        placement = resolve_placement(config.device, config.quant)
+        vlm = build_vlm(config, placement)
+        if retriever is None and config.retrieval.kb_dir is not None:
+            retriever = _load_retriever(config.retrieval, placement)
+        logger.info(
+            "engine ready: %s on %s (%s), adapter=%s, retrieval=%s",
+            config.backbone,
+            placement.device,
+            "nf4" if placement.quantize else str(placement.base_dtype),
+            config.adapter_path,
+            retriever is not None,
+        )
+        return cls(config, vlm, placement, retriever)
+
+    # --- public API ------------------------------------------------------------------------------
+    def run(
+        self,
+        image: np.ndarray,
+        task: Task | str,
+        question: str | None = None,
+        region_px: Sequence[float] | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> Answer:
+        """Answer one request; see :meth:`stream` for the arguments."""
+        for event in self.stream(image, task, question, region_px, labels):
+            if isinstance(event, Final):
+                return event.answer
+        raise AssertionError("Engine.stream ended without a Final event")  # pragma: no cover
+
+    def stream(
+        self,
+        image: np.ndarray,
+        task: Task | str,
+        question: str | None = None,
+        region_px: Sequence[float] | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Answer one request as events: ``TextDelta``\\ s, maybe a ``Reset``, one ``Final``.
+
+        ``image``: RGB uint8 (H, W, 3). ``task``: a :class:`Task` or its name. ``question``: the
+        question (``ask``, ``region``) or the phrase to find (``ground``). ``region_px``: the
+        ``(x0, y0, x1, y1)`` box in crop pixels for ``region``. ``labels``: the classes for
+        ``classify``. Bad inputs raise :class:`engine.errors.InputError` before any work.
+        """
+        request = validate_request(image, task, question, region_px, labels)
+        with self._lock:
+            start = time.perf_counter()
+            evidence, retrieval_s = self._retrieve([request.image])
+            streamed = False
+            for attempt, scale in enumerate(self._scales()):
+                try:
+                    for event in self._stream_once(request, evidence[0], scale, start, retrieval_s):
+                        streamed = streamed or isinstance(event, TextDelta)
+                        yield event
+                    return
+                except torch.OutOfMemoryError as err:
+                    detail = str(err).splitlines()[0]
+                # Outside the except block: the failed attempt's frames (and tensors) are gone.
+                self._after_oom(attempt, detail, request.image, scale)
+                if streamed:
+                    yield Reset("out of GPU memory: retrying at a smaller image size")
+                    streamed = False
+
+    def run_batch(
+        self,
+        images: Sequence[np.ndarray],
+        task: Task | str,
+        question: str | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> list[Answer]:
+        """Answer the same request for several crops in one left-padded batch (no streaming).
+
+        Timing in each answer is that of the whole batch. Region requests are not batched.
+        """
+        requests = [validate_request(im, task, question, None, labels) for im in images]
+        if not requests:
+            return []
+        with self._lock:
+            start = time.perf_counter()
+            evidence, retrieval_s = self._retrieve([r.image for r in requests])
+            for attempt, scale in enumerate(self._scales()):
+                try:
+                    return self._batch_once(requests, evidence, scale, start, retrieval_s)
+                except torch.OutOfMemoryError as err:
+                    detail = str(err).splitlines()[0]
+                self._after_oom(attempt, detail, requests[0].image, scale, len(requests))
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    # --- one attempt --------------------------------------------------------------------------
+    def _stream_once(
+        self,
+        request: Request,
+        evidence: tuple[Evidence, ...],
+        scale: float,
+        start: float,
+        retrieval_s: float,
+    ) -> Iterator[StreamEvent]:
+        bb = self.vlm.backbone
+        images = bb.preprocess([request.image], scale)
+        batch = self._batch(images, [self._sample(request, evidence, images, 0)])
+        decoder = IncrementalDecoder(bb.tokenizer)
+        first = None
+        steps = greedy_steps(
+            self.vlm,
+            batch,
+            self.config.generation.max_new_tokens,
+            bb.stop_token_ids(),
+            bb.tokenizer.pad_token_id,
+        )
+        for step in steps:
+            first = first if first is not None else time.perf_counter()
+            if step[0] is not None and (piece := decoder.push(step[0])):
+                yield TextDelta(piece)
+        if tail := decoder.finish():
+            yield TextDelta(tail)
+        end = time.perf_counter()
+        first = first if first is not None else end
+        timing = Timing(retrieval_s, first - start, end - first, end - start, len(decoder.ids))
+        yield Final(
+            self._answer(
+                request,
+                decoder.text,
+                evidence,
+                images.crop_sizes_px[0],
+                images.model_sizes_px[0],
+                timing,
+            )
+        )
+
+    def _batch_once(
+        self, requests: list[Request], evidence, scale: float, start: float, retrieval_s: float
+    ) -> list[Answer]:
+        bb = self.vlm.backbone
+        images = bb.preprocess([r.image for r in requests], scale)
+        samples = [
+            self._sample(r, ev, images, i) for i, (r, ev) in enumerate(zip(requests, evidence))
+        ]
+        result = generate(
+            self.vlm,
+            self._batch(images, samples),
+            self.config.generation.max_new_tokens,
+            bb.stop_token_ids(),
+            bb.tokenizer.pad_token_id,
+            start=start,
+        )
+        timing = Timing(
+            retrieval_s,
+            result.first_token_s,
+            result.decode_s,
+            time.perf_counter() - start,
+            result.new_tokens,
+        )
+        return [
+            self._answer(r, text, ev, images.crop_sizes_px[i], images.model_sizes_px[i], timing)
+            for i, (r, text, ev) in enumerate(zip(requests, result.texts, evidence))
+        ]
+
+    # --- pieces -------------------------------------------------------------------------------
+    def _retrieve(self, images: list[np.ndarray]) -> tuple[list[tuple[Evidence, ...]], float]:
+        if self.retriever is None:
+            return [() for _ in images], 0.0
+        t0 = time.perf_counter()
+        k = self.config.retrieval.top_k
+        found = [tuple(self.retriever.retrieve_for_image(im, k)) for im in images]
+        return found, time.perf_counter() - t0
+
+    def _sample(
+        self, request: Request, evidence: tuple[Evidence, ...], images, index: int
+    ) -> Sample:
+        bb, prompts = self.vlm.backbone, self.prompts
+        region_text = ""
+        if request.region_px is not None:
+            region_text = prompts.box_format.encode(
+                request.region_px, images.crop_sizes_px[index], images.model_sizes_px[index]
+            )
+        texts = tuple(e.text for e in evidence)
+        to_prompter = self.vlm.has_adapter_modules  # else descriptions go into the text prompt
+        user = prompts.render(
+            request.task,
+            question=bb.strip_special_tokens(request.question) if request.question else None,
+            labels=tuple(bb.strip_special_tokens(label) for label in request.labels),
+            region_text=region_text,
+            context_texts=() if to_prompter else texts,
+        )
+        return Sample(
+            user_text=user,
+            query_text=user,
+            semantic_texts=texts if to_prompter else (),
+            system=prompts.system,
+        )
+
+    def _batch(self, images, samples: list[Sample]):
+        pc = self.vlm.prompter_config
+        limits = (
+            {"max_query_tokens": pc.max_query_tokens, "max_semantic_tokens": pc.max_semantic_tokens}
+            if pc
+            else {}
+        )
+        return build_batch(
+            self.vlm.backbone, images, samples, self.vlm.num_semantic_tokens, **limits
+        )
+
+    def _answer(
+        self, request: Request, text: str, evidence, crop_size, model_size, timing: Timing
+    ) -> Answer:
+        boxes = ()
+        if request.task is Task.GROUND:
+            boxes = self.prompts.box_format.parse(
+                text, crop_size, model_size, default_label=request.question
+            )
+        label = match_label(text, request.labels) if request.task is Task.CLASSIFY else None
+        return Answer(
+            text=text,
+            task=request.task,
+            boxes_px=boxes,
+            evidence=evidence,
+            timing=timing,
+            model=self.model_name,
+            adapter=self.adapter_name,
+            image_size_px=crop_size,
+            label=label,
+        )
+
+    def _scales(self) -> tuple[float, float]:
+        """Pixel-budget scales of the first attempt and of the one retry after an OOM."""
+        return (1.0, self.config.image.oom_retry_scale)
+
+    def _after_oom(
+        self, attempt: int, detail: str, image: np.ndarray, scale: float, batch: int = 1
+    ) -> None:
+        """Free cached GPU memory; raise :class:`OutOfMemoryError` after the retry failed too."""
+        gc.collect()
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if attempt + 1 >= len(self._scales()):
+            raise OutOfMemoryError(_oom_message(image, scale, batch) + f" ({detail})")
+        logger.warning(
+            "CUDA out of memory (%s); retrying with the pixel budget x%s",
+            detail,
+            self._scales()[attempt + 1],
+        )
+
+
+def _oom_message(image: np.ndarray, scale: float, batch: int = 1) -> str:
+    h, w = image.shape[:2]
+    return (
+        f"out of GPU memory for a {w}x{h} crop (batch {batch}) even at {scale:.2f}x the pixel "
+        "budget; draw a smaller region, lower --max-pixels, or close other GPU programs"
+    )
+
+
+def _load_retriever(config: RetrievalConfig, placement: Placement) -> SemanticRetriever:
+    from engine.retrieval import ClipEmbedder, KnowledgeBase, Retriever
+
+    embedder = ClipEmbedder.from_pretrained(
+        config.clip_arch, config.clip_checkpoint, str(placement.device)
+    )
+    return Retriever(KnowledgeBase.load(config.kb_dir, embedder), embedder)

@@ -1,0 +1,121 @@
+"""Tokenized batches for the VLM: chat prompt with image/semantic slots, prompter texts, labels.
+
+A :class:`Sample` is one request after prompt rendering (:mod:`engine.prompts`): the user text,
+the query the prompter attends to, the retrieved descriptions and, for training, the answer.
+:func:`build_batch` turns samples plus an :class:`ImageBatch` into a left-padded
+:class:`VLMBatch`. Prompt and answer are tokenized separately and concatenated, so the labels
+(-100 everywhere except the answer and its ``<|im_end|>``) line up exactly with the answer tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.model.backbones.base import Backbone, ImageBatch
+
+__all__ = ["IGNORE_INDEX", "Sample", "VLMBatch", "build_batch"]
+
+IGNORE_INDEX = -100
+TURN_END = "<|im_end|>"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request: texts are plain strings (special tokens already stripped from user input)."""
+
+    user_text: str  # the user message after the image block
+    query_text: str  # the user's query, for the prompter's self-attention
+    semantic_texts: tuple[str, ...] = ()  # retrieved descriptions, for the prompter
+    system: str | None = None
+    answer: str | None = None  # training target; None at inference
+
+
+@dataclass(frozen=True)
+class VLMBatch:
+    """A left-padded batch. Masks are bool (True = real token) except ``attention_mask`` (int64)."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    images: ImageBatch
+    query_ids: torch.Tensor  # (B, Q)
+    query_mask: torch.Tensor  # (B, Q)
+    semantic_ids: torch.Tensor  # (B, S), S may be 0
+    semantic_mask: torch.Tensor  # (B, S)
+    labels: torch.Tensor | None = None  # (B, T), IGNORE_INDEX outside answers
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def build_batch(
+    backbone: Backbone,
+    images: ImageBatch,
+    samples: list[Sample],
+    num_semantic_tokens: int,
+    max_query_tokens: int = 64,
+    max_semantic_tokens: int = 384,
+) -> VLMBatch:
+    """Tokenize ``samples`` (one per image) into a :class:`VLMBatch`.
+
+    ``num_semantic_tokens`` is L * N_a when the VLM has a prompter, else 0 (no semantic slots).
+    """
+    if len(samples) != len(images):
+        raise ValueError(f"{len(samples)} samples for {len(images)} images")
+    tok = backbone.tokenizer
+    rows, label_rows = [], []
+    for sample, n_image in zip(samples, images.num_image_tokens):
+        user = backbone.image_block(n_image, num_semantic_tokens) + sample.user_text
+        prompt_ids = _ids(tok, backbone.chat_prompt(sample.system, user))
+        answer_ids = _ids(tok, sample.answer + TURN_END) if sample.answer is not None else []
+        rows.append(prompt_ids + answer_ids)
+        label_rows.append([IGNORE_INDEX] * len(prompt_ids) + answer_ids)
+    input_ids, attention_mask = _pad_left(rows, tok.pad_token_id)
+    labels = None
+    if any(s.answer is not None for s in samples):
+        labels, _ = _pad_left(label_rows, IGNORE_INDEX)
+    query_ids, query_mask = _pad_right(
+        [_ids(tok, s.query_text)[:max_query_tokens] for s in samples], tok.pad_token_id
+    )
+    semantic = ["\n".join(s.semantic_texts) for s in samples]
+    semantic_ids, semantic_mask = _pad_right(
+        [_ids(tok, text)[:max_semantic_tokens] if text else [] for text in semantic],
+        tok.pad_token_id,
+    )
+    return VLMBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        images=images,
+        query_ids=query_ids,
+        query_mask=query_mask.bool(),
+        semantic_ids=semantic_ids,
+        semantic_mask=semantic_mask.bool(),
+        labels=labels,
+    )
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _pad_left(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def _pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+    return ids, mask

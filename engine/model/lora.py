@@ -1,0 +1,45 @@
+"""LoRA on the LLM decoder through peft's ``inject_adapter_in_model`` (no PeftModel wrapper).
+
+LoRA layers are injected into the decoder stack only (never the vision tower): the target names
+(``q_proj`` ... ``down_proj``) match the attention linears and the linears of each layer's
+original MLP, also inside an :class:`engine.model.experts.ExpertMLP` wrapper
+(``layers.3.mlp.mlp.gate_proj``). Experts are attached first, LoRA second, always in that order, so
+parameter names are stable for saving and loading. peft freezes everything but LoRA inside the
+decoder; :meth:`engine.model.vlm.SemanticVLM.set_trainable` sets the final trainable groups.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine.config import LoraConfig
+from engine.errors import MissingDependencyError
+
+__all__ = ["attach_lora", "lora_parameters"]
+
+LORA_MARKER = "lora_"
+
+
+def attach_lora(decoder: nn.Module, config: LoraConfig, dtype: torch.dtype) -> None:
+    """Inject LoRA (B zero-initialised, so an exact no-op until trained) into ``decoder``."""
+    try:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import inject_adapter_in_model
+    except ImportError as err:
+        raise MissingDependencyError("LoRA needs peft: pip install peft==0.21.2") from err
+    peft_config = PeftLoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+    )
+    inject_adapter_in_model(peft_config, decoder)
+    for param in lora_parameters(decoder).values():
+        param.data = param.data.to(dtype)
+
+
+def lora_parameters(decoder: nn.Module) -> dict[str, nn.Parameter]:
+    """LoRA parameters of ``decoder`` by their name relative to it."""
+    return {name: p for name, p in decoder.named_parameters() if LORA_MARKER in name}

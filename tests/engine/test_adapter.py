@@ -1,0 +1,134 @@
+"""Adapter save/load: identical outputs after a round trip, refusal of a mismatched base."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from engine import Engine, EngineConfig, ExpertConfig, GenerationConfig, LoraConfig, PrompterConfig
+from engine.errors import ConfigError, WeightsNotFoundError
+from engine.model import Sample, build_batch, resolve_placement
+from engine.model.adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, save_adapter
+from engine.model.build import new_trainable_vlm
+from tests.engine.tiny import (  # noqa: F401
+    cached_tiny_model_dir,
+    make_tiny_paper_model_dir,
+    one_torch_thread,
+    random_image,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+BACKBONES = ("paper", "qwen2.5-vl")
+IMAGE = random_image(333, 500)
+
+
+def _config(name: str, **kw) -> EngineConfig:
+    return EngineConfig(
+        backbone=name,
+        model_path=kw.pop("model_path", cached_tiny_model_dir(name)),
+        device="cpu",
+        prompter=PrompterConfig(num_tokens=4, width=32),
+        experts=ExpertConfig(rank=8, every=2),
+        lora=LoraConfig(rank=4, alpha=8),
+        level_layers=(1, 2) if name == "paper" else (2, 4),
+        generation=GenerationConfig(max_new_tokens=12),
+        **kw,
+    )
+
+
+def _trained(cfg: EngineConfig):
+    """A VLM whose adapter weights all moved away from their (partly zero) initial values."""
+    vlm = new_trainable_vlm(cfg, resolve_placement("cpu", cfg.quant))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for group in ("prompter", "projector", "experts", "lora"):
+            for param in vlm.parameter_groups()[group]:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+    return vlm.eval()
+
+
+def _logits(vlm) -> torch.Tensor:
+    sample = Sample(
+        user_text="Where are the tanks?",
+        query_text="Where are the tanks?",
+        semantic_texts=("A harbor.",),
+    )
+    batch = build_batch(
+        vlm.backbone, vlm.backbone.preprocess([IMAGE]), [sample], vlm.num_semantic_tokens
+    )
+    with torch.no_grad():
+        return vlm(batch).logits
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_round_trip_gives_identical_outputs(name, tmp_path):
+    cfg = _config(name)
+    trained = _trained(cfg)
+    save_adapter(trained, tmp_path / "adapter")
+    assert {p.name for p in (tmp_path / "adapter").iterdir()} == {ADAPTER_CONFIG, ADAPTER_WEIGHTS}
+    loaded = Engine.from_config(_config(name, adapter_path=tmp_path / "adapter"))
+    assert loaded.prompts.mode == "adapter" and loaded.adapter_name == str(tmp_path / "adapter")
+    assert torch.equal(_logits(trained), _logits(loaded.vlm))
+    original = Engine(cfg, trained, resolve_placement("cpu", cfg.quant))
+    assert loaded.run(IMAGE, "caption").text == original.run(IMAGE, "caption").text
+
+
+def test_manifest_records_base_and_module_configs(tmp_path):
+    cfg = _config("qwen2.5-vl")
+    save_adapter(_trained(cfg), tmp_path)
+    manifest = json.loads((tmp_path / ADAPTER_CONFIG).read_text())
+    assert manifest["backbone"] == "qwen2.5-vl" and manifest["base_model"] == str(cfg.model_path)
+    assert manifest["base_signature"]["level_layers"] == [2, 4] and len(manifest["base_hash"]) == 16
+    assert manifest["prompter"]["num_tokens"] == 4 and manifest["experts"]["every"] == 2
+    assert manifest["lora"]["rank"] == 4
+
+
+def test_adapter_architecture_comes_from_the_manifest(tmp_path):
+    """Loading ignores the config's module fields: the weights define the architecture."""
+    cfg = _config("paper")
+    save_adapter(_trained(cfg), tmp_path)
+    engine = Engine.from_config(
+        EngineConfig(
+            backbone="paper", model_path=cfg.model_path, device="cpu", adapter_path=tmp_path
+        )
+    )
+    assert engine.vlm.prompter.num_tokens == 4 and engine.vlm.backbone.level_layers == (1, 2)
+    assert sorted(engine.vlm.experts) == ["1", "3", "5", "7"]
+
+
+def test_mismatched_base_is_refused(tmp_path):
+    cfg = _config("paper")
+    save_adapter(_trained(cfg), tmp_path / "adapter")
+    other = make_tiny_paper_model_dir(tmp_path / "other-base", llm_layers=6)
+    with pytest.raises(ConfigError, match="trained on base") as err:
+        Engine.from_config(_config("paper", model_path=other, adapter_path=tmp_path / "adapter"))
+    assert "num_hidden_layers': 8" in str(err.value) and "num_hidden_layers': 6" in str(err.value)
+
+
+def test_adapter_for_another_backbone_is_refused(tmp_path):
+    save_adapter(_trained(_config("paper")), tmp_path)
+    with pytest.raises(ConfigError, match="for backbone 'paper'"):
+        Engine.from_config(_config("qwen2.5-vl", adapter_path=tmp_path))
+
+
+def test_missing_or_edited_adapter_files(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match=ADAPTER_CONFIG):
+        Engine.from_config(_config("paper", adapter_path=tmp_path / "nothing"))
+    save_adapter(_trained(_config("paper")), tmp_path / "a")
+    path = tmp_path / "a" / ADAPTER_CONFIG
+    data = json.loads(path.read_text())
+    data["base_signature"]["llm"]["hidden_size"] = 128
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="edited by hand"):
+        Engine.from_config(_config("paper", adapter_path=tmp_path / "a"))
+
+
+def test_zero_shot_model_has_no_adapter_to_save(tmp_path):
+    engine = Engine.from_config(
+        EngineConfig(model_path=cached_tiny_model_dir("qwen2.5-vl"), device="cpu")
+    )
+    with pytest.raises(ConfigError, match="no adapter modules"):
+        save_adapter(engine.vlm, tmp_path)
