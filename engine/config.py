@@ -198,16 +198,23 @@ class RetrievalConfig:
     """Semantic retriever (paper III-A1): a knowledge base built by ``engine.retrieval``.
 
     ``kb_dir`` ``None`` disables retrieval. ``top_k``: the paper's k was lost; 3 by default.
+    The CLIP embedder is, in order of precedence: a directory saved by ``ClipEmbedder.save``
+    (``clip_embedder_dir``), an open_clip architecture + local checkpoint file (``clip_arch`` +
+    ``clip_checkpoint``, e.g. RemoteCLIP ``ViT-B-32``), else the embedder recorded in the knowledge
+    base's manifest.
     """
 
     kb_dir: Path | None = None
     clip_arch: str = "ViT-B-32"
     clip_checkpoint: str | None = None
+    clip_embedder_dir: Path | None = None
     top_k: int = 3
 
     def __post_init__(self) -> None:
         if self.kb_dir is not None:
             object.__setattr__(self, "kb_dir", Path(self.kb_dir))
+        if self.clip_embedder_dir is not None:
+            object.__setattr__(self, "clip_embedder_dir", Path(self.clip_embedder_dir))
         _need(bool(self.clip_arch), "retrieval.clip_arch must be a non-empty open_clip name")
         _positive_int("retrieval.top_k", self.top_k)
 

@@ -430,8 +430,13 @@ def _oom_message(image: np.ndarray, scale: float, batch: int = 1) -> str:
 
 def _load_retriever(config: RetrievalConfig, placement: Placement) -> SemanticRetriever:
     from engine.retrieval import ClipEmbedder, KnowledgeBase, Retriever
+    from engine.retrieval.manifest import read_manifest
 
-    embedder = ClipEmbedder.from_pretrained(
-        config.clip_arch, config.clip_checkpoint, str(placement.device)
-    )
+    device = str(placement.device)
+    if config.clip_embedder_dir is not None:
+        embedder = ClipEmbedder.load(config.clip_embedder_dir, device)
+    elif config.clip_checkpoint is not None:
+        embedder = ClipEmbedder.from_pretrained(config.clip_arch, config.clip_checkpoint, device)
+    else:  # the embedder the knowledge base was built with
+        embedder = ClipEmbedder.from_spec(read_manifest(config.kb_dir).embedder, device)
     return Retriever(KnowledgeBase.load(config.kb_dir, embedder), embedder)

@@ -99,3 +99,29 @@ def test_an_injected_retriever_is_used(kb_dir):
     answer = engine.run(IMAGE, "caption")
     assert len(answer.evidence) == cfg.retrieval.top_k
     assert answer.evidence == tuple(retriever.retrieve_for_image(IMAGE, cfg.retrieval.top_k))
+
+
+def test_embedder_from_a_saved_directory_or_the_manifest(tmp_path):
+    """A KB built with a saved (config-built) embedder loads by directory or from its manifest."""
+    from engine.retrieval import ClipEmbedder, Description, KnowledgeBase
+    from tests.engine.retrieval_helpers import tiny_clip_config
+
+    embedder = ClipEmbedder.from_config(tiny_clip_config(), device="cpu", seed=3)
+    saved = embedder.save(tmp_path / "clip")
+    kb = tmp_path / "kb"
+    KnowledgeBase.build([Description(t, "captions.txt", "scene") for t in CAPTIONS], embedder, kb).close()
+    for retrieval in (
+        RetrievalConfig(kb_dir=kb, clip_embedder_dir=saved, top_k=2),
+        RetrievalConfig(kb_dir=kb, top_k=2),  # no embedder given: the manifest's is rebuilt
+    ):
+        engine = Engine.from_config(
+            EngineConfig(
+                backbone="paper",
+                model_path=cached_tiny_model_dir("paper"),
+                device="cpu",
+                retrieval=retrieval,
+                generation=GenerationConfig(max_new_tokens=4),
+            )
+        )
+        answer = engine.run(IMAGE, "caption")
+        assert [e.text in CAPTIONS for e in answer.evidence] == [True, True]
