@@ -22,11 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from rasterio.enums import ColorInterp
+from rasterio.vrt import WarpedVRT
+from rio_tiler.errors import NoOverviewWarning
+from rio_tiler.io import Reader  # imported here, not lazily: concurrent first imports race
+
 from tiles.errors import RasterOpenError
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
-    from rio_tiler.io import Reader
 
     from tiles.raster import Raster
 
@@ -47,11 +51,6 @@ class DatasetHandle:
     def tile_reader(self) -> Reader:
         """A rio-tiler Reader on this handle (north-up WarpedVRT for rotated transforms)."""
         if self._tile_reader is None:
-            from rasterio.enums import ColorInterp
-            from rasterio.vrt import WarpedVRT
-            from rio_tiler.errors import NoOverviewWarning
-            from rio_tiler.io import Reader
-
             target = self.dataset
             if self.rotated:
                 # North-up grid chosen by GDAL; pixels outside the rotated footprint get

@@ -120,20 +120,29 @@ def _single_image_path(files: list[Path], image_path: str | Path | None) -> Path
     return None if image_path is None else Path(image_path)
 
 
+def _annotated_images(
+    annotations: str | Path, image_root: str | Path | None, image_path: str | Path | None
+) -> tuple[list[Path], list[tuple[Path, ET.Element, Path, tuple[int, int]]]]:
+    """The XML files, and for each: (xml path, parsed root, image path, image size in px)."""
+    files = _xml_files(Path(annotations))
+    explicit = _single_image_path(files, image_path)
+    root_dir = None if image_root is None else Path(image_root)
+    parsed = []
+    for path in files:
+        root = _parse(path)
+        parsed.append((path, root, *_image_of(root, path, root_dir, explicit)))
+    return files, parsed
+
+
 def load_dior_rsvg(
     annotations: str | Path,
     image_root: str | Path | None = None,
     image_path: str | Path | None = None,
 ) -> list[Sample]:
     """``ground`` samples, one per ``<object>`` that has a ``<description>``."""
-    files = _xml_files(Path(annotations))
-    explicit = _single_image_path(files, image_path)
+    files, parsed = _annotated_images(annotations, image_root, image_path)
     samples = []
-    for path in files:
-        root = _parse(path)
-        image, size_px = _image_of(
-            root, path, None if image_root is None else Path(image_root), explicit
-        )
+    for path, root, image, size_px in parsed:
         for i, obj in enumerate(root.iter("object")):
             if obj.find("description") is None:
                 continue
@@ -179,14 +188,9 @@ def load_dior_obb(
     image_path: str | Path | None = None,
 ) -> list[Sample]:
     """``ground`` samples from DIOR oriented-box XML: one per (image, class), oriented boxes."""
-    files = _xml_files(Path(annotations))
-    explicit = _single_image_path(files, image_path)
+    files, parsed = _annotated_images(annotations, image_root, image_path)
     samples = []
-    for path in files:
-        root = _parse(path)
-        image, size_px = _image_of(
-            root, path, None if image_root is None else Path(image_root), explicit
-        )
+    for path, root, image, size_px in parsed:
         by_class: dict[str, list[BoxPx]] = {}
         for obj in root.iter("object"):
             box = _robndbox(obj, path)

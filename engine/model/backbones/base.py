@@ -178,7 +178,11 @@ class Backbone(nn.Module, abc.ABC):
     def step_position_ids(self, next_positions: torch.Tensor) -> torch.Tensor:
         """Position ids of one decode step from the (B,) next positions: (B, 1) or (3, B, 1)."""
 
+    @property
     @abc.abstractmethod
+    def causal_lm(self) -> nn.Module:
+        """The module whose forward takes ``inputs_embeds`` and returns logits (and the loss)."""
+
     def lm_forward(
         self,
         inputs_embeds: torch.Tensor,
@@ -189,10 +193,21 @@ class Backbone(nn.Module, abc.ABC):
         logits_to_keep: int = 0,
     ) -> CausalLMOutputWithPast:
         """Run the LLM on embeddings (B, T, D); the loss covers label positions != -100."""
+        return self.causal_lm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=past_key_values is not None,
+            labels=labels,
+            logits_to_keep=logits_to_keep,
+        )
 
-    @abc.abstractmethod
     def new_cache(self):
         """An empty KV cache (``DynamicCache``) for this LLM."""
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.causal_lm.config)
 
     @abc.abstractmethod
     def signature(self) -> dict:

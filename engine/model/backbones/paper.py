@@ -194,29 +194,9 @@ class PaperBackbone(Backbone):
     def step_position_ids(self, next_positions: torch.Tensor) -> torch.Tensor:
         return next_positions[:, None]  # (B, 1)
 
-    def lm_forward(
-        self,
-        inputs_embeds,
-        attention_mask,
-        position_ids,
-        past_key_values=None,
-        labels=None,
-        logits_to_keep=0,
-    ):
-        return self.llm(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=past_key_values is not None,
-            labels=labels,
-            logits_to_keep=logits_to_keep,
-        )
-
-    def new_cache(self):
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.llm.config)
+    @property
+    def causal_lm(self) -> nn.Module:
+        return self.llm
 
     def signature(self) -> dict:
         lc, vc = self.llm.config, self.vision.config

@@ -178,29 +178,9 @@ class Qwen25VLBackbone(Backbone):
     def step_position_ids(self, next_positions: torch.Tensor) -> torch.Tensor:
         return next_positions.view(1, -1, 1).expand(3, -1, 1)  # (3, B, 1)
 
-    def lm_forward(
-        self,
-        inputs_embeds,
-        attention_mask,
-        position_ids,
-        past_key_values=None,
-        labels=None,
-        logits_to_keep=0,
-    ):
-        return self.model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=past_key_values is not None,
-            labels=labels,
-            logits_to_keep=logits_to_keep,
-        )
-
-    def new_cache(self):
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.model.config)
+    @property
+    def causal_lm(self) -> nn.Module:
+        return self.model
 
     def signature(self) -> dict:
         tc, vc = self.model.config.text_config, self.model.config.vision_config
