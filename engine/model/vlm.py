@@ -13,7 +13,8 @@ level 0's N_a tokens first); both are placed with a masked scatter after a count
 Without a prompter (Qwen2.5-VL zero-shot) the same path runs with no semantic slots: retrieved
 descriptions then travel in the prompt text instead. Training: ``forward(batch)`` with
 ``batch.labels`` returns the next-token loss on the answer tokens only; :meth:`parameter_groups`
-exposes prompter / projector / experts / LoRA / vision for per-group learning rates.
+exposes prompter / projector / experts / LoRA / vision for per-group learning rates, and ``llm``
+(the base LLM itself: embeddings, decoder, norm, LM head) for training a small model from scratch.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ __all__ = ["PARAMETER_GROUPS", "SemanticVLM"]
 
 logger = logging.getLogger(__name__)
 
-PARAMETER_GROUPS = ("prompter", "projector", "experts", "lora", "vision")
+PARAMETER_GROUPS = ("prompter", "projector", "experts", "lora", "vision", "llm")
 
 
 class SemanticVLM(nn.Module):
@@ -173,13 +174,17 @@ class SemanticVLM(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by group (see ``PARAMETER_GROUPS``); empty lists for absent modules."""
         bb = self.backbone
-        return {
+        groups = {
             "prompter": list(self.prompter.parameters()) if self.prompter is not None else [],
             "projector": list(bb.projector.parameters()) if bb.projector is not None else [],
             "experts": list(self.experts.parameters()),
             "lora": list(lora_parameters(bb.decoder).values()),
             "vision": list(bb.vision_tower.parameters()),
         }
+        # llm: every other backbone weight (decoder, embeddings, final norm, LM head)
+        taken = {id(p) for params in groups.values() for p in params}
+        groups["llm"] = [p for p in bb.parameters() if id(p) not in taken]
+        return groups
 
     def set_trainable(self, groups) -> None:
         """Freeze everything, then unfreeze the named groups (quantized weights stay frozen)."""

@@ -1,0 +1,225 @@
+"""One question about one region: drawn region -> crop -> engine -> result record.
+
+This is the data flow of DESIGN.md, wired from ``tiles`` and ``engine`` calls; the app adds no
+raster maths of its own beyond choosing windows:
+
+    DrawnRegion ─tiles.region_window→ Window ─tiles.read_crop→ Crop ─engine.stream→ Answer
+    Answer.boxes_px ─tiles.boxes_to_lonlat(crop)→ polygons ─tiles.to_feature→ ResultRecord
+
+The region Feature of a result is the shape the analyst drew (exactly, so an export matches the
+drawing), the ground square of a clicked point, or the whole raster when nothing was drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rasterio.windows import Window
+from shapely.geometry import box as shapely_box
+
+from app.errors import UserInputError
+from app.map_view import DrawnRegion
+from app.results import ResultBox, ResultRecord
+from engine.types import Answer, BoxPx, Task
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+    from tiles import Crop, Raster
+
+__all__ = [
+    "DEFAULT_LABELS",
+    "REGION_CONTEXT",
+    "TASK_CHOICES",
+    "AskRequest",
+    "PreparedCrop",
+    "build_record",
+    "evidence_dicts",
+    "parse_labels",
+    "prepare_crop",
+    "stream_answer",
+]
+
+# UI name -> engine task (the registry the task selector shows, in this order).
+TASK_CHOICES: dict[str, Task] = {
+    "Ask": Task.ASK,
+    "Describe region": Task.CAPTION,
+    "Find objects": Task.GROUND,
+    "Classify scene": Task.CLASSIFY,
+    "Ask about box": Task.REGION,
+}
+DEFAULT_LABELS = ("farmland", "forest", "grassland", "residential", "industrial", "river or lake",
+                  "parking lot", "airport", "harbor")
+REGION_CONTEXT = 2.0  # "Ask about box": the crop shows the box plus this much context (side ratio)
+_NEEDS_QUESTION = {Task.ASK: "a question", Task.GROUND: "what to find (e.g. 'storage tanks')",
+                   Task.REGION: "a question about the box"}
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    """What the analyst asked: on raster ``raster_id`` (catalog id), about ``region`` (None:
+    the whole raster), with bands from ``preset``."""
+
+    raster_id: str
+    task: Task
+    question: str | None = None
+    labels: tuple[str, ...] = ()
+    preset: str | None = None
+    region: DrawnRegion | None = None
+
+    def __post_init__(self) -> None:
+        if not self.raster_id:
+            raise UserInputError("no raster is open: open one (path or upload) before asking")
+        need = _NEEDS_QUESTION.get(self.task)
+        if need and not (self.question or "").strip():
+            raise UserInputError(f"the task '{self.task.value}' needs {need}: type it in the question box")
+        if self.task is Task.CLASSIFY and len(self.labels) < 2:
+            raise UserInputError(
+                f"'Classify scene' needs at least two labels separated by commas, got {list(self.labels)}"
+            )
+        if self.task is Task.REGION and self.region is None:
+            raise UserInputError("'Ask about box' needs a box: draw a rectangle on the map first")
+        if self.region is not None and self.region.raster_id not in (None, self.raster_id) \
+                and self.region.space == "pixel":
+            raise UserInputError("the drawn region belongs to another image: draw it again on this one")
+
+
+@dataclass(frozen=True)
+class PreparedCrop:
+    """The model's input for one request and where its result goes on the map."""
+
+    crop: Crop
+    region_px: BoxPx | None  # the asked-about box in crop pixels (task "region" only)
+    region_geometry: dict[str, Any]  # result region: lon/lat, or raster pixels when not georeferenced
+    coordinate_space: str  # "lonlat" or "pixel"
+
+
+def _full_window(raster: Raster) -> Window:
+    return Window(0, 0, raster.width, raster.height)
+
+
+def _region_window(raster: Raster, region: DrawnRegion, point_size_m: float, point_size_px: float) -> Window:
+    from tiles import region_window
+
+    geometry_crs = "EPSG:4326" if region.space == "lonlat" else "pixel"
+    return region_window(raster, region.geometry, geometry_crs,
+                         point_size_m=point_size_m, point_size_px=point_size_px)
+
+
+def _context_window(raster: Raster, window: Window) -> Window:
+    """``window`` grown to REGION_CONTEXT times its size about its centre, clipped to the raster."""
+    grow_w, grow_h = window.width * (REGION_CONTEXT - 1) / 2, window.height * (REGION_CONTEXT - 1) / 2
+    c0, r0 = max(0, int(window.col_off - grow_w)), max(0, int(window.row_off - grow_h))
+    c1 = min(raster.width, int(window.col_off + window.width + grow_w + 0.5))
+    r1 = min(raster.height, int(window.row_off + window.height + grow_h + 0.5))
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _box_in_crop(crop: Crop, window: Window) -> BoxPx:
+    """A raster window as a box in the crop's pixels (the crop covers ``crop.window``)."""
+    x0 = (window.col_off - crop.window.col_off) / crop.scale_x
+    y0 = (window.row_off - crop.window.row_off) / crop.scale_y
+    x1 = x0 + window.width / crop.scale_x
+    y1 = y0 + window.height / crop.scale_y
+    return BoxPx(max(0.0, x0), max(0.0, y0), min(float(crop.width), x1), min(float(crop.height), y1))
+
+
+def _region_geometry(crop: Crop, region: DrawnRegion | None, space: str,
+                     point_size_m: float, point_size_px: float) -> dict[str, Any]:
+    from tiles import boxes_to_lonlat, to_feature
+    from tiles.crs import ground_square_lonlat
+
+    if region is None:  # the whole crop: its exact footprint
+        geom = boxes_to_lonlat(crop, [BoxPx(0.0, 0.0, float(crop.width), float(crop.height))])[0]
+    elif region.shape == "point":
+        x, y = region.geometry["coordinates"][:2]
+        half = point_size_px / 2
+        geom = (ground_square_lonlat(float(x), float(y), point_size_m) if space == "lonlat"
+                else shapely_box(x - half, y - half, x + half, y + half))
+    else:
+        geom = region.geometry
+    return to_feature(geom, {}, coordinate_space=space, image=crop.image_name)["geometry"]
+
+
+def prepare_crop(raster: Raster, request: AskRequest, *, max_crop_px: int,
+                 point_size_m: float, point_size_px: float) -> PreparedCrop:
+    """Window for the request, the crop the model sees, and the result's region geometry."""
+    from tiles import read_crop
+
+    space = "lonlat" if raster.georeferenced else "pixel"
+    region = request.region
+    if region is not None and region.space == "lonlat" and not raster.georeferenced:
+        raise UserInputError(f"{raster.name!r} is a plain image without map coordinates: draw the region again on it")
+    window = (_region_window(raster, region, point_size_m, point_size_px) if region is not None
+              else _full_window(raster))
+    read_window = _context_window(raster, window) if request.task is Task.REGION else window
+    crop = read_crop(raster, read_window, max_crop_px, preset=request.preset)
+    region_px = _box_in_crop(crop, window) if request.task is Task.REGION else None
+    geometry = _region_geometry(crop, region, space, point_size_m, point_size_px)
+    return PreparedCrop(crop=crop, region_px=region_px, region_geometry=geometry, coordinate_space=space)
+
+
+def stream_answer(engine: Engine, prepared: PreparedCrop, request: AskRequest) -> Iterator[str | None | Answer]:
+    """The answer as it is generated: text pieces (``str``), ``None`` when the engine restarts
+    the answer (a retry after running out of GPU memory: drop the text so far), and finally the
+    :class:`Answer`."""
+    from engine.generation import Final, Reset, TextDelta
+
+    events = engine.stream(
+        prepared.crop.image, request.task, question=request.question or None,
+        region_px=prepared.region_px.xyxy if prepared.region_px is not None else None,
+        labels=list(request.labels) or None,
+    )
+    try:
+        for event in events:
+            if isinstance(event, TextDelta):
+                yield event.text
+            elif isinstance(event, Reset):
+                yield None
+            elif isinstance(event, Final):
+                yield event.answer
+    finally:
+        events.close()  # stopping early ends generation now and frees the engine
+
+
+def _boxes(prepared: PreparedCrop, answer: Answer) -> tuple[ResultBox, ...]:
+    from tiles import boxes_to_lonlat, to_feature
+
+    if not answer.boxes_px:
+        return ()
+    polygons = boxes_to_lonlat(prepared.crop, answer.boxes_px)
+    return tuple(
+        ResultBox(geometry=to_feature(poly, {}, coordinate_space=prepared.coordinate_space,
+                                      image=prepared.crop.image_name)["geometry"],
+                  label=box.label, score=box.score)
+        for poly, box in zip(polygons, answer.boxes_px, strict=True)
+    )
+
+
+def evidence_dicts(answer: Answer) -> tuple[dict[str, Any], ...]:
+    """The answer's retrieved descriptions as plain dicts (text, score, source, level)."""
+    return tuple({"text": e.text, "score": round(float(e.score), 4), "source": e.source, "level": e.level}
+                 for e in answer.evidence)
+
+
+def build_record(raster: Raster, request: AskRequest, prepared: PreparedCrop, answer: Answer,
+                 model: str, adapter: str | None) -> ResultRecord:
+    """The stored result of one answer (region + boxes)."""
+    w = prepared.crop.window
+    window = {"col_off": int(w.col_off), "row_off": int(w.row_off),
+              "width": int(w.width), "height": int(w.height)}
+    return ResultRecord(
+        task=request.task.value, question=request.question or None, answer=answer.text,
+        model=answer.model or model, adapter=answer.adapter or adapter, raster=str(raster.path),
+        window=window, region=prepared.region_geometry, coordinate_space=prepared.coordinate_space,
+        crs=raster.crs_label, label=answer.label, boxes=_boxes(prepared, answer),
+        evidence=evidence_dicts(answer),
+    )
+
+
+def parse_labels(text: str | None) -> tuple[str, ...]:
+    """Comma- or newline-separated class labels, stripped, empty ones dropped, order kept."""
+    parts = [p.strip() for p in (text or "").replace("\n", ",").split(",")]
+    return tuple(dict.fromkeys(p for p in parts if p))
+

@@ -1,0 +1,272 @@
+"""Launch configuration: command-line flags with ``GEOLENS_*`` environment fallbacks.
+
+Parsed once, at the edge (``launch.py``), into frozen dataclasses; nothing inside the app reads
+the environment. Precedence: flag, then environment variable, then default.
+
+=====================  ======================  =============================================
+flag                   environment             meaning
+=====================  ======================  =============================================
+--raster PATH (rep.)   GEOLENS_RASTER          rasters to open (env: separated by ``os.pathsep``)
+--model PATH_OR_NAME   GEOLENS_MODEL           model directory or hub name
+--backbone NAME        GEOLENS_BACKBONE        ``paper`` or ``qwen2.5-vl``
+--adapter PATH         GEOLENS_ADAPTER         trained adapter (prompter, experts, LoRA)
+--kb DIR               GEOLENS_KB              semantic knowledge base folder
+--workspace DIR        GEOLENS_WORKSPACE       results, uploads, caches (default ./workspace)
+--host HOST            GEOLENS_HOST            bind address (default 127.0.0.1)
+--port N               GEOLENS_PORT            port (default 7860)
+--device D             GEOLENS_DEVICE          ``auto``, ``cuda`` or ``cpu``
+--auth USER:PASS       GEOLENS_AUTH            login; required when binding beyond loopback
+--point-size-m M       GEOLENS_POINT_SIZE_M    ground size of the square a clicked point asks about
+--max-crop-px N        GEOLENS_MAX_CROP_PX     longest side of the image handed to the model
+--no-basemaps          GEOLENS_BASEMAPS=0      hide the optional online basemaps entirely
+=====================  ======================  =============================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.errors import AppConfigError
+from engine.config import BACKBONE_NAMES, EngineConfig, RetrievalConfig
+from engine.config import DEVICES as ENGINE_DEVICES
+from engine.errors import EngineError
+
+__all__ = [
+    "BACKBONES",
+    "DEVICES",
+    "ENV_PREFIX",
+    "AppConfig",
+    "Auth",
+    "LaunchConfig",
+    "ModelSpec",
+    "build_arg_parser",
+    "engine_config_for",
+    "is_loopback",
+    "parse_launch_config",
+]
+
+ENV_PREFIX = "GEOLENS_"
+BACKBONES = BACKBONE_NAMES
+DEVICES = ENGINE_DEVICES
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Login for the app (Gradio basic auth); the password never appears in ``repr``."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.username or not self.password:
+            raise AppConfigError("--auth needs a non-empty user and password, as USER:PASS")
+
+    @classmethod
+    def parse(cls, text: str) -> Auth:
+        """``Auth`` from ``"USER:PASS"`` (the password may itself contain ``:``)."""
+        user, sep, password = text.partition(":")
+        if not sep:
+            raise AppConfigError("--auth must look like USER:PASS (no ':' found); e.g. --auth analyst:s3cret")
+        return cls(user, password)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model the analyst asked for; turned into ``engine.EngineConfig`` once, at launch.
+
+    ``model`` is None when no model was named and no demo model ships: the app then runs without
+    one (map, tiles, drawing, results and export keep working). With ``is_demo`` it is the path
+    of the demo's ``demo.json`` (see ``engine.demo.manifest``).
+    """
+
+    model: str | None
+    backbone: str = "paper"
+    adapter: Path | None = None
+    kb: Path | None = None
+    device: str = "auto"
+    is_demo: bool = False
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise AppConfigError(f"unknown backbone {self.backbone!r}; use one of: {', '.join(BACKBONES)}")
+        if self.device not in DEVICES:
+            raise AppConfigError(f"unknown device {self.device!r}; use one of: {', '.join(DEVICES)}")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the app (server, UI, workspace) needs, validated once."""
+
+    rasters: tuple[Path, ...] = ()
+    workspace: Path = Path("workspace")
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: Auth | None = None
+    point_size_m: float = 100.0
+    max_crop_px: int = 1024
+    basemaps: bool = True
+    use_demo_raster: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise AppConfigError(f"--port must be 0..65535, got {self.port}")
+        if not (math.isfinite(self.point_size_m) and self.point_size_m > 0):
+            raise AppConfigError(f"--point-size-m must be a positive number of metres, got {self.point_size_m}")
+        if self.max_crop_px < 32:
+            raise AppConfigError(f"--max-crop-px must be at least 32, got {self.max_crop_px}")
+        if not is_loopback(self.host) and self.auth is None:
+            raise AppConfigError(
+                f"refusing to serve on {self.host!r} without a login: anyone on the network could "
+                f"read your rasters and results. Add --auth USER:PASS (or GEOLENS_AUTH), or bind "
+                f"--host 127.0.0.1"
+            )
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """The result of parsing the command line once: the app's config, what the analyst asked
+    for about the model, and the engine's own config (None when the app runs without a model)."""
+
+    app: AppConfig
+    model: ModelSpec
+    engine: EngineConfig | None
+
+
+def engine_config_for(spec: ModelSpec) -> EngineConfig | None:
+    """``engine.EngineConfig`` for the requested model; None when no model is named."""
+    if spec.model is None:
+        return None
+    try:
+        if spec.is_demo:
+            from engine.demo.manifest import demo_engine_config
+
+            return demo_engine_config(spec.model, device=spec.device)
+        return EngineConfig(
+            backbone=spec.backbone,
+            model_path=spec.model,
+            adapter_path=spec.adapter,
+            device=spec.device,
+            retrieval=RetrievalConfig(kb_dir=spec.kb),
+        )
+    except EngineError as exc:
+        raise AppConfigError(f"invalid model settings: {exc}") from exc
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """The ``launch.py`` parser; every default is None so environment fallbacks can apply."""
+    p = argparse.ArgumentParser(
+        prog="launch.py",
+        description="GeoLens: open rasters on a map, draw a region, ask a remote-sensing VLM. "
+        f"Every flag also reads an environment variable {ENV_PREFIX}<FLAG> (see app/config.py).",
+    )
+    p.add_argument("--raster", action="append", metavar="PATH", help="raster to open (repeatable)")
+    p.add_argument("--model", metavar="PATH_OR_NAME", help="model directory or name (default: demo model)")
+    p.add_argument("--backbone", choices=BACKBONES, help="model family (default: paper)")
+    p.add_argument("--adapter", metavar="PATH", help="trained adapter directory")
+    p.add_argument("--kb", metavar="DIR", help="semantic knowledge base directory")
+    p.add_argument("--workspace", metavar="DIR", help="results, uploads and caches (default: ./workspace)")
+    p.add_argument("--host", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: 7860)")
+    p.add_argument("--device", choices=DEVICES, help="where the model runs (default: auto)")
+    p.add_argument("--auth", metavar="USER:PASS", help="login; required for a non-loopback --host")
+    p.add_argument("--point-size-m", type=float, metavar="M", help="ground size asked about for a clicked point (default: 100)")
+    p.add_argument("--max-crop-px", type=int, metavar="N", help="longest side of the crop sent to the model (default: 1024)")
+    p.add_argument("--no-basemaps", action="store_true", default=None, help="do not offer online basemaps at all")
+    return p
+
+
+class _Env:
+    """Typed reads of ``GEOLENS_*`` variables with messages that name the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(ENV_PREFIX + name, "").strip()
+        return value or None
+
+    def number(self, name: str, kind: type) -> int | float | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        try:
+            return kind(value)
+        except ValueError:
+            raise AppConfigError(f"{ENV_PREFIX}{name}={value!r} is not a valid {kind.__name__}") from None
+
+    def flag(self, name: str) -> bool | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        if value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+        raise AppConfigError(f"{ENV_PREFIX}{name}={value!r}: use one of {', '.join(_TRUE + _FALSE)}")
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)
+
+
+def _model_spec(args: argparse.Namespace, env: _Env, demo_manifest: Path | None) -> ModelSpec:
+    model = _first(args.model, env.text("MODEL"))
+    is_demo = model is None and demo_manifest is not None
+    adapter = _first(args.adapter, env.text("ADAPTER"))
+    kb = _first(args.kb, env.text("KB"))
+    return ModelSpec(
+        model=str(demo_manifest) if is_demo else model,
+        backbone=_first(args.backbone, env.text("BACKBONE"), "paper"),
+        adapter=Path(adapter).expanduser() if adapter else None,
+        kb=Path(kb).expanduser() if kb else None,
+        device=_first(args.device, env.text("DEVICE"), "auto"),
+        is_demo=is_demo,
+    )
+
+
+def parse_launch_config(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    demo_manifest: Path | None = None,
+) -> LaunchConfig:
+    """Parse flags + environment into a :class:`LaunchConfig` (raises :class:`AppConfigError`).
+
+    ``demo_manifest`` is the shipped demo's ``demo.json`` when it exists; the demo model is used
+    when no model is named. Without ``--raster`` the app opens the demo raster.
+    """
+    environ = os.environ if environ is None else environ
+    args = build_arg_parser().parse_args(argv)
+    env = _Env(environ)
+    raster_env = env.text("RASTER")
+    rasters = args.raster or ([r for r in raster_env.split(os.pathsep) if r] if raster_env else [])
+    auth_text = _first(args.auth, env.text("AUTH"))
+    basemaps_off = args.no_basemaps or env.flag("BASEMAPS") is False
+    app = AppConfig(
+        rasters=tuple(Path(r).expanduser() for r in rasters),
+        workspace=Path(_first(args.workspace, env.text("WORKSPACE"), "workspace")).expanduser(),
+        host=_first(args.host, env.text("HOST"), "127.0.0.1"),
+        port=_first(args.port, env.number("PORT", int), 7860),
+        auth=Auth.parse(auth_text) if auth_text else None,
+        point_size_m=_first(args.point_size_m, env.number("POINT_SIZE_M", float), 100.0),
+        max_crop_px=_first(args.max_crop_px, env.number("MAX_CROP_PX", int), 1024),
+        basemaps=not basemaps_off,
+        use_demo_raster=not rasters,
+    )
+    spec = _model_spec(args, env, demo_manifest)
+    return LaunchConfig(app=app, model=spec, engine=engine_config_for(spec))

@@ -1,0 +1,57 @@
+"""The built-in demo: a demo raster on a fresh clone, and the demo model when it ships."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app import handlers
+from app.asking import AskRequest
+from app.config import parse_launch_config
+from app.demo import ensure_demo_raster, fallback_scene
+from app.services import open_services
+from engine.types import Task
+from tests.app.conftest import write_tiny_demo
+from tiles import open_raster
+
+
+def test_demo_raster_is_made_once_and_georeferenced(tmp_path):
+    first = ensure_demo_raster(tmp_path)
+    raster = open_raster(first.path)
+    assert raster.georeferenced and raster.count == 3 and "Demo raster" in first.label
+    mtime = first.path.stat().st_mtime_ns
+    again = ensure_demo_raster(tmp_path)
+    assert again.path == first.path and again.path.stat().st_mtime_ns == mtime
+
+
+def test_fallback_scene_is_deterministic():
+    a, b = fallback_scene(128), fallback_scene(128)
+    assert a.shape == (128, 128, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert len(np.unique(a.reshape(-1, 3), axis=0)) > 100  # a textured scene, not a flat fill
+
+
+def test_demo_model_loads_labelled_and_answers(tmp_path, tiny_engine, geo_tif):
+    manifest = write_tiny_demo(tmp_path / "demo", engine=tiny_engine)
+    launch = parse_launch_config(["--raster", str(geo_tif), "--device", "cpu", "--workspace", str(tmp_path / "ws"),
+                                  "--no-basemaps"], {}, demo_manifest=manifest)
+    services = open_services(launch)
+    try:
+        status = services.model_status
+        assert status.loaded and status.is_demo
+        assert status.line.startswith("GeoLens demo model (test build)") and "cpu" in status.line
+        raster_id = services.opened_ids[0]
+        final = list(handlers.ask(services, AskRequest(raster_id, Task.CAPTION)))[-1]
+        assert final.record is not None and final.record.adapter is not None
+    finally:
+        services.close()
+
+
+def test_a_broken_demo_model_leaves_the_app_running(tmp_path, geo_tif):
+    manifest = write_tiny_demo(tmp_path / "demo")  # manifest only: no adapter weights
+    launch = parse_launch_config(["--raster", str(geo_tif), "--device", "cpu", "--workspace", str(tmp_path / "ws"),
+                                  "--no-basemaps"], {}, demo_manifest=manifest)
+    services = open_services(launch)
+    try:
+        assert services.engine is None and not services.model_status.loaded
+        assert "demo model failed to load" in services.model_status.line
+    finally:
+        services.close()

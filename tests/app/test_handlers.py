@@ -1,0 +1,201 @@
+"""UI actions as plain functions, with real rasters and a real (tiny, random) engine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pyproj import Geod
+from shapely.geometry import shape
+
+from app import handlers
+from app.asking import AskRequest, parse_labels
+from app.errors import NoModelError, UserInputError
+from app.map_view import DrawnRegion
+from engine.types import Task
+from tiles import RasterOpenError, RegionOutsideError, region_window
+
+
+def _ids(services):
+    by_kind = {r.georeferenced: r for r in services.catalog_list()}
+    return by_kind[True], by_kind[False]
+
+
+def _rect_lonlat(raster, fx0=0.3, fy0=0.3, fx1=0.6, fy1=0.55):
+    """A rectangle inside the raster, as fractions of its lon/lat bounds (CCW, closed)."""
+    w, s, e, n = raster.bounds_lonlat
+    x0, x1 = w + (e - w) * fx0, w + (e - w) * fx1
+    y0, y1 = s + (n - s) * fy0, s + (n - s) * fy1
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+
+
+def _drawn(geometry, space="lonlat", shape_name="rectangle", raster_id=None):
+    return {"drawn": {"type": "Feature", "geometry": geometry,
+                      "properties": {"space": space, "shape": shape_name, "raster_id": raster_id}}}
+
+
+# -- rasters -----------------------------------------------------------------------------------
+def test_open_raster_by_path_and_errors(services, geo_tif, tmp_path):
+    geo, _ = _ids(services)
+    assert handlers.open_raster_path(services, f'  "{geo_tif}" ') == geo.raster_id  # already open
+    with pytest.raises(UserInputError, match="type the path"):
+        handlers.open_raster_path(services, "   ")
+    with pytest.raises(RasterOpenError, match="does not exist"):
+        handlers.open_raster_path(services, str(tmp_path / "missing.tif"))
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00 definitely not a tiff")
+    with pytest.raises(RasterOpenError, match="broken.tif"):
+        handlers.open_raster_path(services, str(broken))
+    labels = {v: k for k, v in handlers.raster_choices(services)}
+    assert "EPSG:32633" in labels[geo.raster_id]
+
+
+def test_upload_is_kept_in_the_workspace(services, plain_png, tmp_path):
+    raster_id = handlers.open_raster_upload(services, str(plain_png))
+    kept = services.raster(raster_id).path
+    assert kept.parent == services.uploads_dir.resolve() or kept.parent == services.uploads_dir
+    assert kept.read_bytes() == plain_png.read_bytes()
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(UserInputError, match="notes.txt"):
+        handlers.open_raster_upload(services, str(text))
+
+
+# -- map ---------------------------------------------------------------------------------------
+def test_map_update_lists_rasters_and_keeps_the_drawing(services):
+    geo, plain = _ids(services)
+    drawn = _drawn(_rect_lonlat(geo))
+    value = handlers.map_update(services, geo.raster_id, "auto", {**drawn, "fit_seq": 3, "selected": ["gone"]},
+                                fit=True)
+    assert value["active"] == geo.raster_id and value["fit_seq"] == 4
+    assert {r["id"] for r in value["rasters"]} == {geo.raster_id, plain.raster_id}
+    assert value["drawn"] == drawn["drawn"] and value["selected"] == []  # unknown ids dropped
+    assert handlers.map_update(services, "no-such-id", None)["active"] in {geo.raster_id, plain.raster_id}
+    json.dumps(value)  # the browser gets JSON
+
+
+def test_region_summary(services):
+    geo, plain = _ids(services)
+    assert "No region drawn" in handlers.region_summary(services, geo.raster_id, {})
+    text = handlers.region_summary(services, geo.raster_id, _drawn(_rect_lonlat(geo)))
+    assert text.startswith("Drawn rectangle on scene.tif: window ")
+    far = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}
+    assert "draw the region over it" in handlers.region_summary(services, geo.raster_id, _drawn(far))
+    point = _drawn({"type": "Point", "coordinates": [10.0, 20.0]}, "pixel", "point", plain.raster_id)
+    assert "Drawn point on photo.png" in handlers.region_summary(services, plain.raster_id, point)
+
+
+# -- asking ------------------------------------------------------------------------------------
+def test_ask_without_a_model_says_so(services):
+    geo, _ = _ids(services)
+    with pytest.raises(NoModelError, match="no model is loaded"):
+        list(handlers.ask(services, AskRequest(geo.raster_id, Task.CAPTION)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(task=Task.ASK), "needs a question"),
+    (dict(task=Task.GROUND, question="  "), "what to find"),
+    (dict(task=Task.CLASSIFY, labels=("only one",)), "at least two labels"),
+    (dict(task=Task.REGION, question="what is it?"), "draw a rectangle"),
+])
+def test_ask_request_validation(kwargs, match):
+    with pytest.raises(UserInputError, match=match):
+        AskRequest("some-id", **kwargs)
+    with pytest.raises(UserInputError, match="no raster is open"):
+        AskRequest("", Task.CAPTION)
+
+
+def test_ask_streams_then_stores_the_drawn_region(engine_services):
+    geo, _ = _ids(engine_services)
+    rect = _rect_lonlat(geo)
+    request = AskRequest(geo.raster_id, Task.ASK, "Is there a river?", region=DrawnRegion(rect, "lonlat", "rectangle"))
+    updates = list(handlers.ask(engine_services, request))
+    assert updates[-1].record is not None and all(u.record is None for u in updates[:-1])
+    record = updates[-1].record
+    assert record.answer == updates[-1].text and len(updates) >= 2  # streamed pieces, then the final
+    stored = engine_services.store.features()
+    assert [f["properties"]["result_id"] for f in stored] == [record.result_id]
+    props = stored[0]["properties"]
+    assert props["task"] == "ask" and props["question"] == "Is there a river?" and props["crs"] == "EPSG:32633"
+    assert props["model"].startswith("paper:") and props["raster"].endswith("scene.tif")
+    window = region_window(geo, rect)
+    assert props["window"] == {"col_off": window.col_off, "row_off": window.row_off,
+                               "width": window.width, "height": window.height}
+    # the stored region is the drawn rectangle itself (exported coordinates match the drawing)
+    assert shape(stored[0]["geometry"]).equals_exact(shape(rect), 1e-7)
+
+
+@pytest.mark.parametrize("task, question, labels", [
+    (Task.CAPTION, None, ()),
+    (Task.GROUND, "buildings", ()),
+    (Task.CLASSIFY, None, ("forest", "farmland", "residential")),
+    (Task.REGION, "What is in the box?", ()),
+])
+def test_every_task_runs_on_both_kinds_of_raster(engine_services, task, question, labels):
+    geo, plain = _ids(engine_services)
+    geo_region = DrawnRegion(_rect_lonlat(geo), "lonlat", "rectangle")
+    px_region = DrawnRegion({"type": "Polygon", "coordinates": [[[20, 30], [120, 30], [120, 90], [20, 90], [20, 30]]]},
+                            "pixel", "rectangle", plain.raster_id)
+    for raster, region in ((geo, geo_region), (plain, px_region)):
+        final = list(handlers.ask(engine_services, AskRequest(raster.raster_id, task, question, labels,
+                                                              region=region)))[-1]
+        record = final.record
+        assert record.task == task.value
+        assert record.coordinate_space == ("lonlat" if raster is geo else "pixel")
+        if task is Task.REGION:  # the crop shows context around the box
+            assert record.window["width"] > 0
+    assert len(engine_services.store) == 2
+
+
+def test_point_asks_about_a_ground_square(engine_services):
+    geo, _ = _ids(engine_services)
+    w, s, e, n = geo.bounds_lonlat
+    lon, lat = (w + e) / 2, (s + n) / 2
+    request = AskRequest(geo.raster_id, Task.CAPTION,
+                         region=DrawnRegion({"type": "Point", "coordinates": [lon, lat]}, "lonlat", "point"))
+    record = list(handlers.ask(engine_services, request))[-1].record
+    region = shape(record.region)
+    area, _ = Geod(ellps="WGS84").geometry_area_perimeter(region)
+    assert abs(area) == pytest.approx(100.0 * 100.0, rel=0.02)  # --point-size-m default: 100 m
+    assert region.centroid.distance(shape({"type": "Point", "coordinates": [lon, lat]})) < 1e-5
+    assert record.window["width"] == pytest.approx(50, abs=2)  # 100 m at 2 m pixels
+
+
+def test_region_outside_the_raster_is_a_readable_error(engine_services):
+    geo, _ = _ids(engine_services)
+    far = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
+    with pytest.raises(RegionOutsideError, match="draw the region over it"):
+        list(handlers.ask(engine_services, AskRequest(geo.raster_id, Task.CAPTION,
+                                                      region=DrawnRegion(far, "lonlat", "rectangle"))))
+    assert len(engine_services.store) == 0
+
+
+# -- results -----------------------------------------------------------------------------------
+def test_select_delete_export_clear(engine_services):
+    geo, _ = _ids(engine_services)
+    ids = [list(handlers.ask(engine_services, AskRequest(geo.raster_id, Task.CAPTION)))[-1].record.result_id
+           for _ in range(3)]
+    rows = handlers.results_rows(engine_services, [ids[0]])
+    assert [r[1] for r in rows] == ids[::-1] and rows[-1][0] == "✓"  # newest first
+    chosen = handlers.toggle_selected([ids[0]], ids[1])
+    assert chosen == [ids[0], ids[1]] and handlers.toggle_selected(chosen, ids[0]) == [ids[1]]
+
+    (all_path,) = handlers.export_results(engine_services, None)
+    assert len(json.loads(all_path.read_text())["features"]) == 3
+    (some_path,) = handlers.export_results(engine_services, [ids[1]])
+    exported = json.loads(some_path.read_text())["features"]
+    assert [f["properties"]["result_id"] for f in exported] == [ids[1]]
+    with pytest.raises(UserInputError, match="nothing is selected"):
+        handlers.export_results(engine_services, [])
+
+    assert handlers.delete_results(engine_services, [ids[0]]) == "Deleted 1 result."
+    with pytest.raises(UserInputError, match="nothing is selected"):
+        handlers.delete_results(engine_services, [])
+    assert "kept as" in handlers.clear_results(engine_services)
+    assert len(engine_services.store) == 0
+    with pytest.raises(UserInputError, match="no results to export"):
+        handlers.export_results(engine_services, None)
+
+
+def test_parse_labels():
+    assert parse_labels(" forest, farmland,,\nwater , forest") == ("forest", "farmland", "water")

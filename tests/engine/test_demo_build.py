@@ -1,0 +1,101 @@
+"""The demo build pipeline on a miniature recipe: tokenizer, base, CLIP + knowledge base, training
+with engine.train, export (fp16) and demo.json, then the engine loaded from the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from engine.demo.base import DemoArch
+from engine.demo.recipe import DemoRecipe, train_config
+from engine.demo.tokenizer import SPECIAL_TOKENS, build_tokenizer, train_tokenizer_json
+from engine.errors import ConfigError, WeightsNotFoundError
+from tests.engine.tiny import one_torch_thread, random_image  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+MINI = DemoRecipe(
+    n_scenes=3,
+    crop_px=96,
+    test_scenes=1,
+    vocab_size=400,
+    arch=DemoArch(
+        image_px=96,
+        patch_px=16,
+        vision_width=32,
+        vision_layers=3,
+        vision_heads=2,
+        llm_width=32,
+        llm_layers=4,
+        llm_heads=2,
+        llm_kv_heads=1,
+        llm_mlp=64,
+    ),
+    prompter_tokens=2,
+    expert_rank=4,
+    steps=3,
+    batch_size=4,
+    warmup_steps=1,
+    clip_steps=2,
+    clip_batch_size=4,
+    vision_pretrain_steps=2,
+)
+
+
+def test_tokenizer_splits_digits_and_has_the_qwen_special_tokens():
+    texts = ["the red-roofed building [322, 138, 528, 344]", "Is there a road? yes no"] * 20
+    tok = build_tokenizer(train_tokenizer_json(texts, vocab_size=300))
+    pieces = tok.convert_ids_to_tokens(tok("[322, 138]", add_special_tokens=False)["input_ids"])
+    assert [p for p in pieces if p.strip("Ġ").isdigit()] == ["3", "2", "2", "1", "3", "8"]
+    assert all(tok.convert_tokens_to_ids(t) != tok.unk_token_id for t in SPECIAL_TOKENS)
+    assert tok.decode(tok("[322, 138]", add_special_tokens=False)["input_ids"]) == "[322, 138]"
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert chat.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_recipe_variants_differ_only_where_the_ablation_says(tmp_path):
+    full = train_config(MINI, "full", tmp_path)
+    no_ret = train_config(MINI, "no_retrieval", tmp_path)
+    no_exp = train_config(MINI, "no_experts", tmp_path)
+    assert full.retrieval is not None and no_ret.retrieval is None
+    assert "experts" in full.group_lr and "experts" not in no_exp.group_lr
+    assert no_exp.model.experts.layer_indices(MINI.arch.llm_layers) == ()
+    assert full.optim.max_steps == no_ret.optim.max_steps == no_exp.optim.max_steps
+    assert set(full.group_lr) == {"llm", "projector", "prompter", "experts"}  # tower frozen
+    with pytest.raises(ConfigError, match="unknown demo variant"):
+        train_config(MINI, "no_prompter", tmp_path)
+    with pytest.raises(ConfigError, match="must equal the vision input"):
+        dataclasses.replace(MINI, crop_px=128)
+
+
+def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
+    from engine.demo.build import build_demo
+    from engine.demo.manifest import load_demo_engine, read_demo_manifest
+
+    out, work = tmp_path / "demo", tmp_path / "work"
+    manifest_path = build_demo(out, work, MINI, ablations=False)
+    data = json.loads(manifest_path.read_text())
+    assert (
+        data["label"].startswith("GeoLens demo model") and "not for real imagery" in data["label"]
+    )
+    assert set(data["metrics"]["full"]) >= {
+        "presence_accuracy",
+        "count_accuracy",
+        "scene_accuracy",
+        "grounding_acc50",
+    }
+    assert data["training"]["full"]["step"] == 3
+    manifest = read_demo_manifest(manifest_path)
+    from safetensors import safe_open
+
+    with safe_open(str(manifest.model_dir / "llm" / "model.safetensors"), "pt") as fh:
+        assert all(str(fh.get_tensor(k).dtype) == "torch.float16" for k in fh.keys())  # noqa: SIM118
+    engine = load_demo_engine(manifest_path, device="cpu")
+    answer = engine.run(random_image(96, 96), "ask", question="Is there a road?")
+    assert len(answer.evidence) == MINI.top_k  # the demo retriever is wired in
+    with pytest.raises(WeightsNotFoundError, match="build the demo"):
+        read_demo_manifest(tmp_path / "missing.json")
