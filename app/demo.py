@@ -1,37 +1,34 @@
 """The built-in demo: a raster to open and a model to ask when ``launch.py`` gets no arguments.
 
-Where the demo raster comes from, first match wins:
-
-1. ``assets/demo/demo_scene.tif`` shipped with the project (the demo-model issue ships it);
-2. a copy generated earlier into ``<workspace>/demo/``;
-3. generated now by the synthetic scene generator ``engine.data.synthetic.generate_scene`` (the
-   same generator the demo model is trained on), when that module exists;
-4. generated now by :func:`fallback_scene` below: a small, deterministic, clearly labelled
-   synthetic scene (fields, a river, roads, buildings) so the map works on a fresh clone.
+The demo raster is ``assets/demo/demo_scene.tif``, shipped with the project: a 2 x 2 mosaic of
+synthetic scenes (rural / urban / industrial / rural, 1024 px each at 0.5 m, UTM zone 33N) from
+the generator the demo model is trained on (:func:`engine.data.generate_mosaic`), written as a
+JPEG-compressed Cloud-Optimized GeoTIFF with overviews by :func:`tiles.write_raster`, with its
+object footprints in ``demo_scene_truth.geojson``. :func:`write_demo_raster` makes it (used by
+``assets/build_demo.py``); if the shipped file is missing, :func:`ensure_demo_raster` makes the
+same raster once in ``<workspace>/demo/``.
 
 Everything about the demo is labelled as a demo in the UI. The demo model is described by
-``assets/demo/demo.json`` (written by ``assets/build_demo.py``, read by
-``engine.demo.manifest``); it is used only when no ``--model`` is given.
+``assets/demo/demo.json`` (read by ``engine.demo.manifest``); it is used only when no
+``--model`` is given.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 __all__ = [
     "DEMO_DIR",
     "DEMO_MANIFEST",
     "DEMO_RASTER",
+    "DEMO_RASTER_SEED",
     "DemoRaster",
     "demo_manifest",
     "ensure_demo_raster",
-    "fallback_scene",
+    "write_demo_raster",
 ]
 
 log = logging.getLogger(__name__)
@@ -39,18 +36,14 @@ log = logging.getLogger(__name__)
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 DEMO_RASTER = DEMO_DIR / "demo_scene.tif"
 DEMO_MANIFEST = DEMO_DIR / "demo.json"
-_GENERATED_NAME = "demo_scene.tif"
-_FALLBACK_NAME = "demo_scene_fallback.tif"
-
-# Fallback scene georeferencing: 1 m pixels in UTM zone 33N, north-up (about 45.1 N, 15.0 E).
-FALLBACK_CRS = "EPSG:32633"
-FALLBACK_ORIGIN_M = (500_000.0, 4_995_000.0)  # (left, top) in metres
-FALLBACK_PIXEL_M = 1.0
+DEMO_RASTER_SEED = 7
+RASTER_NAME = "demo_scene.tif"
+TRUTH_NAME = "demo_scene_truth.geojson"
 
 
 @dataclass(frozen=True)
 class DemoRaster:
-    """The demo raster's file and how it came to be (``origin``: shipped, generated, fallback)."""
+    """The demo raster's file and how it came to be (``origin``: shipped or generated)."""
 
     path: Path
     origin: str
@@ -62,70 +55,48 @@ def demo_manifest() -> Path | None:
     return DEMO_MANIFEST if DEMO_MANIFEST.is_file() else None
 
 
-def fallback_scene(size_px: int = 512, seed: int = 7) -> np.ndarray:
-    """A synthetic aerial-looking RGB scene, ``(size_px, size_px, 3)`` uint8, deterministic.
-
-    Field patches, a meandering river, two roads and blocks of buildings; no real place.
-    """
-    rng = np.random.default_rng(seed)
-    n = size_px
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
-    field_colors = np.array([[96, 140, 64], [150, 160, 80], [190, 170, 110], [70, 115, 55]], np.float32)
-    cell = max(n // 6, 8)
-    patch = (xx // cell + 3 * (yy // cell)).astype(int) % len(field_colors)
-    image = field_colors[patch] + rng.normal(0.0, 6.0, (n, n, 3)).astype(np.float32)
-    river_x = 0.3 * n + 0.08 * n * np.sin(yy / n * 2 * np.pi * 1.5)
-    image[np.abs(xx - river_x) < n * 0.025] = (52, 92, 140)
-    road = (np.abs(yy - 0.62 * n) < n * 0.008) | (np.abs(xx - 0.72 * n) < n * 0.008)
-    image[road] = (128, 128, 128)
-    for i in range(12):
-        x0 = int(0.76 * n + (i % 3) * 0.07 * n)
-        y0 = int(0.12 * n + (i // 3) * 0.11 * n)
-        w, h = int(0.045 * n), int(0.06 * n)
-        image[y0:y0 + h, x0:x0 + w] = (170, 70, 60) if i % 2 else (200, 200, 195)
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def _fallback_transform():
+def write_demo_raster(out_dir: Path, seed: int = DEMO_RASTER_SEED) -> dict:
+    """Write the demo mosaic and its ground truth into ``out_dir``; returns facts for demo.json."""
     from affine import Affine
 
-    left, top = FALLBACK_ORIGIN_M
-    return Affine(FALLBACK_PIXEL_M, 0.0, left, 0.0, -FALLBACK_PIXEL_M, top)
-
-
-def _write_rgb(path: Path, image: np.ndarray, crs: str, transform) -> None:
+    from engine.data import generate_mosaic
     from tiles import write_raster
 
-    write_raster(path, image, crs, transform, layout="hwc", colorinterp=("red", "green", "blue"),
-                 tiled=True, overviews=(2, 4))
-
-
-def _from_synthetic_generator(path: Path) -> bool:
-    """Generate with ``engine.data.synthetic.generate_scene`` if that module exists."""
-    if importlib.util.find_spec("engine.data.synthetic") is None:
-        return False
-    synthetic = importlib.import_module("engine.data.synthetic")
-    scene = synthetic.generate_scene(seed=0, size_px=512)
-    from affine import Affine
-
-    image = np.asarray(scene.image)
-    transform = scene.transform if isinstance(scene.transform, Affine) else Affine(*scene.transform)
-    _write_rgb(path, image, scene.crs, transform)
-    return True
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scene = generate_mosaic(seed)
+    path = write_raster(
+        out_dir / RASTER_NAME,
+        scene.image,
+        scene.crs,
+        Affine(*scene.transform),
+        layout="hwc",
+        colorinterp=("red", "green", "blue"),
+        compress="jpeg",
+        cog=True,
+    )
+    truth = scene.to_geojson()
+    (out_dir / TRUTH_NAME).write_text(json.dumps(truth, separators=(",", ":")), encoding="utf-8")
+    width, height = scene.size_px
+    return {
+        "file": path.name,
+        "ground_truth": TRUTH_NAME,
+        "seed": seed,
+        "layout": [list(row) for row in (("rural", "urban"), ("industrial", "rural"))],
+        "class_windows": [list(w) for w in scene.class_windows],
+        "size_px": [width, height],
+        "crs": scene.crs,
+        "transform": list(scene.transform),
+        "pixel_size_m": scene.pixel_size_m,
+        "objects": len(scene.objects),
+    }
 
 
 def ensure_demo_raster(workspace: Path) -> DemoRaster:
-    """The demo raster, generating it into ``<workspace>/demo`` on first launch if needed."""
+    """The shipped demo raster, or the same raster generated once into ``<workspace>/demo``."""
     if DEMO_RASTER.is_file():
         return DemoRaster(DEMO_RASTER, "shipped", "Demo raster (synthetic scene)")
-    generated = workspace / "demo" / _GENERATED_NAME
-    fallback = workspace / "demo" / _FALLBACK_NAME
-    if generated.is_file():
-        return DemoRaster(generated, "generated", "Demo raster (synthetic scene)")
-    if _from_synthetic_generator(generated):
-        log.info("generated the demo raster %s with engine.data.synthetic", generated)
-        return DemoRaster(generated, "generated", "Demo raster (synthetic scene)")
-    if not fallback.is_file():
-        _write_rgb(fallback, fallback_scene(), FALLBACK_CRS, _fallback_transform())
-        log.info("wrote the fallback demo raster %s", fallback)
-    return DemoRaster(fallback, "fallback", "Demo raster (built-in synthetic placeholder)")
+    generated = workspace / "demo" / RASTER_NAME
+    if not generated.is_file():
+        write_demo_raster(generated.parent)
+        log.info("generated the demo raster %s (assets/demo/%s is missing)", generated, RASTER_NAME)
+    return DemoRaster(generated, "generated", "Demo raster (synthetic scene)")

@@ -39,7 +39,7 @@ from engine.generation import (
     greedy_steps,
 )
 from engine.model.build import build_vlm
-from engine.model.inputs import Sample, build_batch
+from engine.model.inputs import Sample, build_batch, prompt_sample
 from engine.model.loading import Placement, resolve_placement
 from engine.model.vlm import SemanticVLM
 from engine.parsing import match_label
@@ -352,20 +352,15 @@ class Engine:
             region_text = prompts.box_format.encode(
                 request.region_px, images.crop_sizes_px[index], images.model_sizes_px[index]
             )
-        texts = tuple(e.text for e in evidence)
-        to_prompter = self.vlm.has_adapter_modules  # else descriptions go into the text prompt
-        user = prompts.render(
+        return prompt_sample(
+            bb,
+            prompts,
             request.task,
-            question=bb.strip_special_tokens(request.question) if request.question else None,
-            labels=tuple(bb.strip_special_tokens(label) for label in request.labels),
+            to_prompter=self.vlm.has_adapter_modules,  # else descriptions go into the prompt text
+            question=request.question,
+            labels=request.labels,
             region_text=region_text,
-            context_texts=() if to_prompter else texts,
-        )
-        return Sample(
-            user_text=user,
-            query_text=user,
-            semantic_texts=texts if to_prompter else (),
-            system=prompts.system,
+            texts=tuple(e.text for e in evidence),
         )
 
     def _batch(self, images, samples: list[Sample]):

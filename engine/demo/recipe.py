@@ -63,12 +63,14 @@ class DemoRecipe:
     test_seed: int = 97  # fresh test scenes: seeds 97_000_000 + i, never trained on
     test_scenes: int = 60
     vocab_size: int = 1024
+    max_number_token: int = 1000  # every integer 0..1000 is one token (engine.demo.tokenizer)
+    box_grid_step: int = 10  # training box answers snapped to multiples of 10 on the 0-1000 grid
     arch: DemoArch = field(default_factory=DemoArch)
     prompter_tokens: int = 4  # N_a per level (the paper: 144); 3 levels -> 12 tokens
     expert_rank: int = 32
     expert_every: int = 2  # experts in decoder layers 1 and 3 of 4
     top_k: int = 3
-    steps: int = 4000
+    steps: int = 3000
     ablation_steps: int | None = None  # None: the same budget as the full model
     batch_size: int = 16
     lr: float = 1.5e-3

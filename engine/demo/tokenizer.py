@@ -5,9 +5,13 @@ The paper backbone expects a Qwen-style tokenizer: the special tokens ``<|im_sta
 and a chat template that renders ``<|im_start|>role\\ncontent<|im_end|>\\n`` turns. The demo
 tokenizer has all of them, and two choices that help a tiny model:
 
-* digits are split one per token (``Digits(individual_digits=True)`` before the byte-level
-  split), so a box coordinate on the 0-1000 grid is 1-4 digit tokens whose meaning is the same
-  everywhere ("3" in the hundreds place) instead of hundreds of unrelated number tokens;
+* every integer 0-1000 is one token (added tokens, matched leftmost-longest before the BPE),
+  so a box coordinate on the 0-1000 grid is a single token, as the location tokens of
+  Pix2Seq/Kosmos-2/PaliGemma are: the model reads a coordinate out of the attended image
+  features with one linear classification instead of spelling it digit by digit. (The first demo
+  build split digits one per token; its grounding stayed at Acc@0.5 = 0.07 after 3000 steps,
+  with boxes of the right size in the wrong place, on training scenes as on test scenes.)
+  Other digits are still split one per token (``Digits(individual_digits=True)``);
 * the BPE vocabulary is small (default 1024) and learned from the generator's questions,
   answers, captions, knowledge-base descriptions and the prompt templates, so typical words are
   one token and sequences stay short.
@@ -43,10 +47,13 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer_json(texts: Iterable[str], vocab_size: int = 1024) -> str:
+def train_tokenizer_json(
+    texts: Iterable[str], vocab_size: int = 1024, max_number_token: int | None = 1000
+) -> str:
     """Train the byte-level BPE on ``texts``; returns the ``tokenizers`` JSON (special tokens
-    first, ids 0-7)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    first, ids 0-7; then the BPE vocabulary; then one token per integer 0..``max_number_token``
+    unless that is None)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -63,6 +70,9 @@ def train_tokenizer_json(texts: Iterable[str], vocab_size: int = 1024) -> str:
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    if max_number_token is not None:
+        numbers = range(max_number_token + 1)
+        tok.add_tokens([AddedToken(str(n), single_word=False, normalized=False) for n in numbers])
     return tok.to_str()
 
 

@@ -33,12 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PATCH_LABELS", "PretrainExample", "VisionPretrainConfig", "patch_targets",
-           "pretrain_examples", "pretrain_vision"]
+__all__ = [
+    "PATCH_LABELS",
+    "PretrainExample",
+    "VisionPretrainConfig",
+    "patch_targets",
+    "pretrain_examples",
+    "pretrain_vision",
+]
 
 PATCH_LABELS = (
-    *[f"kind:{k}" for k in ("building", "water", "road", "field", "forest", "vehicle",
-                            "storage_tank")],
+    *[
+        f"kind:{k}"
+        for k in ("building", "water", "road", "field", "forest", "vehicle", "storage_tank")
+    ],
     *[f"building:{c}" for c in ("red", "orange", "white", "grey", "blue")],
     *[f"storage_tank:{c}" for c in ("white", "grey")],
     *[f"field:{c}" for c in ("yellow", "green", "brown")],
@@ -95,13 +103,15 @@ def pretrain_examples(data_manifest: dict, captions: dict[str, str], patch_px: i
     crop_px, scene_px = data_manifest["crop_px"], data_manifest["scene_px"]
     examples = []
     for seed in data_manifest["seeds"]["train"]:
-        scene = generate_scene(seed, scene_px, SCENE_CLASSES[(seed % SEED_STRIDE) % 3],
-                               data_manifest["pixel_size_m"])
+        scene = generate_scene(
+            seed, scene_px, SCENE_CLASSES[(seed % SEED_STRIDE) % 3], data_manifest["pixel_size_m"]
+        )
         for view in crop_views(scene, crop_px):
             key = f"synthetic:{seed}:{view.row_off}_{view.col_off}"
             if key in captions:
-                examples.append(PretrainExample(view.image, captions[key],
-                                                patch_targets(view, patch_px)))
+                examples.append(
+                    PretrainExample(view.image, captions[key], patch_targets(view, patch_px))
+                )
     return examples
 
 
@@ -166,23 +176,34 @@ def pretrain_vision(
             F.cross_entropy(row_head(tokens).flatten(0, 1), rows.repeat(len(index)))
             + F.cross_entropy(col_head(tokens).flatten(0, 1), cols.repeat(len(index)))
         ) / 2
-        loss = contrastive + config.dense_weight * dense_loss + config.position_weight * position_loss
+        loss = (
+            contrastive + config.dense_weight * dense_loss + config.position_weight * position_loss
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % 50 == 0:
             logger.info(
                 "vision pretrain step %d contrastive %.4f dense %.4f position %.4f",
-                step, float(contrastive), float(dense_loss), float(position_loss),
+                step,
+                float(contrastive),
+                float(dense_loss),
+                float(position_loss),
             )
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base_dir, tmp)
     vision.eval().save_pretrained(tmp / "vision")
-    record = {**asdict(config), "examples": len(examples), "final_contrastive": float(contrastive),
-              "final_dense": float(dense_loss), "final_position": float(position_loss),
-              "patch_labels": list(PATCH_LABELS)}
-    (tmp / "vision" / "geolens_pretrain.json").write_text(json.dumps(record, indent=2),
-                                                          encoding="utf-8")
+    record = {
+        **asdict(config),
+        "examples": len(examples),
+        "final_contrastive": float(contrastive),
+        "final_dense": float(dense_loss),
+        "final_position": float(position_loss),
+        "patch_labels": list(PATCH_LABELS),
+    }
+    (tmp / "vision" / "geolens_pretrain.json").write_text(
+        json.dumps(record, indent=2), encoding="utf-8"
+    )
     tmp.rename(out_dir)
     return out_dir

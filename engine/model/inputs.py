@@ -32,6 +32,40 @@ class Sample:
     answer: str | None = None  # training target; None at inference
 
 
+def prompt_sample(
+    backbone: Backbone,
+    prompts,
+    task,
+    *,
+    to_prompter: bool,
+    question: str | None = None,
+    labels=(),
+    region_text: str = "",
+    texts: tuple[str, ...] = (),
+    answer: str | None = None,
+) -> Sample:
+    """The :class:`Sample` of one request, the same at training and at inference.
+
+    ``prompts``: the :class:`engine.prompts.PromptSet`; ``texts``: retrieved descriptions, which go
+    to the prompter when ``to_prompter`` (a model with adapter modules) and into the prompt text
+    otherwise (zero-shot). User text has the model's special tokens stripped.
+    """
+    user = prompts.render(
+        task,
+        question=backbone.strip_special_tokens(question) if question else None,
+        labels=tuple(backbone.strip_special_tokens(label) for label in labels or ()),
+        region_text=region_text,
+        context_texts=() if to_prompter else texts,
+    )
+    return Sample(
+        user_text=user,
+        query_text=user,
+        semantic_texts=texts if to_prompter else (),
+        system=prompts.system,
+        answer=answer,
+    )
+
+
 @dataclass(frozen=True)
 class VLMBatch:
     """A left-padded batch. Masks are bool (True = real token) except ``attention_mask`` (int64)."""

@@ -49,6 +49,7 @@ from engine.config import (
     LoraConfig,
     PrompterConfig,
     QuantConfig,
+    _jsonable,
 )
 from engine.errors import ConfigError
 from engine.types import Task
@@ -381,13 +382,3 @@ def load_train_config(path: str | Path, stage: str | None = None) -> TrainConfig
     except Exception as err:  # yaml.YAMLError: yaml is imported lazily above
         raise ConfigError(f"cannot parse {str(path)!r}: {err}") from err
     return TrainConfig.from_dict(data, stage, where=str(path))
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -24,7 +24,7 @@ from engine.data.formats import load_dataset
 from engine.data.instructions import Sample
 from engine.errors import ConfigError, DataFormatError
 from engine.model.inputs import Sample as ModelSample
-from engine.model.inputs import VLMBatch, build_batch
+from engine.model.inputs import VLMBatch, build_batch, prompt_sample
 from engine.prompts import PromptSet
 from engine.types import Task
 
@@ -133,20 +133,15 @@ class BatchMaker:
         region_text = ""
         if sample.region_px is not None:
             region_text = prompts.box_format.encode(sample.region_px.xyxy, crop_size, model_size)
-        texts = self.retrieved.get(retrieval_key(sample), ())
-        to_prompter = self.vlm.has_adapter_modules
-        user = prompts.render(
+        return prompt_sample(
+            bb,
+            prompts,
             sample.task,
-            question=bb.strip_special_tokens(sample.question) if sample.question else None,
+            to_prompter=self.vlm.has_adapter_modules,
+            question=sample.question,
             labels=sample.labels,
             region_text=region_text,
-            context_texts=() if to_prompter else texts,
-        )
-        return ModelSample(
-            user_text=user,
-            query_text=user,
-            semantic_texts=texts if to_prompter else (),
-            system=prompts.system,
+            texts=self.retrieved.get(retrieval_key(sample), ()),
             answer=target_text(sample, prompts, crop_size, model_size),
         )
 

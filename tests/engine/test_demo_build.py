@@ -44,17 +44,37 @@ MINI = DemoRecipe(
 )
 
 
-def test_tokenizer_splits_digits_and_has_the_qwen_special_tokens():
+def test_tokenizer_has_one_token_per_grid_integer_and_the_qwen_special_tokens():
     texts = ["the red-roofed building [322, 138, 528, 344]", "Is there a road? yes no"] * 20
     tok = build_tokenizer(train_tokenizer_json(texts, vocab_size=300))
-    pieces = tok.convert_ids_to_tokens(tok("[322, 138]", add_special_tokens=False)["input_ids"])
-    assert [p for p in pieces if p.strip("Ġ").isdigit()] == ["3", "2", "2", "1", "3", "8"]
+    pieces = tok.convert_ids_to_tokens(tok("[322, 1000, 7]", add_special_tokens=False)["input_ids"])
+    assert [p for p in pieces if p.strip("Ġ").isdigit()] == ["322", "1000", "7"]
+    beyond = tok.convert_ids_to_tokens(tok("12345", add_special_tokens=False)["input_ids"])
+    assert "".join(beyond) == "12345" and len(beyond) == 2  # leftmost-longest: "123", "45"
     assert all(tok.convert_tokens_to_ids(t) != tok.unk_token_id for t in SPECIAL_TOKENS)
     assert tok.decode(tok("[322, 138]", add_special_tokens=False)["input_ids"]) == "[322, 138]"
     chat = tok.apply_chat_template(
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
     )
     assert chat.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    digits = build_tokenizer(train_tokenizer_json(texts, vocab_size=300, max_number_token=None))
+    split = digits.convert_ids_to_tokens(digits("[322]", add_special_tokens=False)["input_ids"])
+    assert [p for p in split if p.isdigit()] == ["3", "2", "2"]
+
+
+def test_snap_box_answers_rounds_grounding_boxes_only(tmp_path):
+    from engine.demo.build import snap_box_answers
+
+    rows = [
+        {"task": "ground", "answer": "[218, 664, 388, 831]"},
+        {"task": "ground", "answer": "[0, 406, 1000, 703, 37]"},  # oriented: angle kept
+        {"task": "ask", "answer": "[218, 664, 388, 831]"},
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert snap_box_answers(path, 10) == 2
+    got = [json.loads(line)["answer"] for line in path.read_text().splitlines()]
+    assert got == ["[220, 660, 390, 830]", "[0, 410, 1000, 700, 37]", "[218, 664, 388, 831]"]
 
 
 def test_recipe_variants_differ_only_where_the_ablation_says(tmp_path):

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.demo.tokenizer import CHAT_TEMPLATE, build_tokenizer
+from engine.demo.tokenizer import SPECIAL_TOKENS as QWEN_SPECIAL_TOKENS
+
 __all__ = [
     "CHAT_TEMPLATE",
     "QWEN_SPECIAL_TOKENS",
@@ -34,28 +37,6 @@ __all__ = [
     "one_torch_thread",
     "random_image",
 ]
-
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-
-# The Qwen2.5 chat template, reduced to string contents (which is all GeoLens sends).
-CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] != 'system' %}"
-    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
 
 _CORPUS = (
     "An aerial image of a harbor with many boats and storage tanks near the water.",
@@ -93,19 +74,7 @@ def _tokenizer_json() -> str:
 
 def make_tiny_tokenizer():
     """A ``PreTrainedTokenizerFast`` (byte-level BPE, Qwen special tokens, chat template)."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),
-        chat_template=CHAT_TEMPLATE,
-        clean_up_tokenization_spaces=False,
-    )
-    tokenizer.padding_side = "left"
-    return tokenizer
+    return build_tokenizer(_tokenizer_json())
 
 
 def _token_ids(tokenizer) -> dict[str, int]:
