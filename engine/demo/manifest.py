@@ -170,6 +170,10 @@ def export_model(final: Path, work: Path, out: Path) -> None:
             final / "base" / part / "model.safetensors", out / "model" / part / "model.safetensors"
         )
     shutil.copytree(final / "adapter", out / "adapter")
+    config_path = out / "adapter" / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model"] = "model"  # the shipped base beside it, not the build folder
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     copy_safetensors_fp16(
         final / "adapter" / "adapter.safetensors", out / "adapter" / "adapter.safetensors"
     )

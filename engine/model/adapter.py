@@ -175,7 +175,7 @@ def check_base(manifest: AdapterManifest, backbone) -> None:
             f"{manifest.base_signature}) but the loaded base {backbone.model_name!r} differs "
             f"(hash {signature_hash(signature)}, {signature}); load the matching base model"
         )
-    if manifest.base_model != backbone.model_name:
+    if Path(manifest.base_model).name != Path(backbone.model_name).name:  # a moved base is fine
         logger.warning(
             "adapter base name %r differs from %r (same architecture; continuing)",
             manifest.base_model,

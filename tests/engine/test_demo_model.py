@@ -21,8 +21,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FLOOR_SEED = 4242  # scenes 4_242_000_000 + i: not among the training (11_...) or test (97_...) seeds
 FLOOR_SCENES = 6
-MEASURED = {"presence": None, "count": None, "scene": None, "ground": None}
-FLOORS = {"presence": None, "count": None, "scene": None, "ground": None}
+# measured 2026-11-22 on these 6 scenes (64 presence, 28 count, 24 scene, 29 grounding samples)
+MEASURED = {"presence": 0.875, "count": 0.893, "scene": 1.0, "ground": 0.103}
+# grounding: 3 of 29 hits measured; the floor needs at least 1 (the demo does not ground well yet)
+FLOORS = {"presence": 0.8, "count": 0.8, "scene": 0.9, "ground": 0.03}
 
 
 @pytest.fixture(scope="module")
