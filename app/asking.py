@@ -22,6 +22,7 @@ from shapely.geometry import box as shapely_box
 from app.errors import UserInputError
 from app.map_view import DrawnRegion
 from app.results import ResultBox, ResultRecord
+from engine.data.synthetic import SCENE_CLASSES
 from engine.types import Answer, BoxPx, Task
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LABELS",
+    "DEMO_LABELS",
     "REGION_CONTEXT",
     "TASK_CHOICES",
     "AskRequest",
@@ -51,6 +53,7 @@ TASK_CHOICES: dict[str, Task] = {
 }
 DEFAULT_LABELS = ("farmland", "forest", "grassland", "residential", "industrial", "river or lake",
                   "parking lot", "airport", "harbor")
+DEMO_LABELS = SCENE_CLASSES  # the demo model's scene classes (synthetic generator)
 REGION_CONTEXT = 2.0  # "Ask about box": the crop shows the box plus this much context (side ratio)
 _NEEDS_QUESTION = {Task.ASK: "a question", Task.GROUND: "what to find (e.g. 'storage tanks')",
                    Task.REGION: "a question about the box"}

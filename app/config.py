@@ -16,7 +16,7 @@ flag                   environment             meaning
 --port N               GEOLENS_PORT            port (default 7860)
 --device D             GEOLENS_DEVICE          ``auto``, ``cuda`` or ``cpu``
 --auth USER:PASS       GEOLENS_AUTH            login; required when binding beyond loopback
---point-size-m M       GEOLENS_POINT_SIZE_M    ground size of the square a clicked point asks about
+--point-size-m M       GEOLENS_POINT_SIZE_M    ground size a clicked point asks about (demo model: 64 m)
 --max-crop-px N        GEOLENS_MAX_CROP_PX     longest side of the image handed to the model
 --no-basemaps          GEOLENS_BASEMAPS=0      hide the optional online basemaps entirely
 =====================  ======================  =============================================
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -187,7 +188,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default: 7860)")
     p.add_argument("--device", choices=DEVICES, help="where the model runs (default: auto)")
     p.add_argument("--auth", metavar="USER:PASS", help="login; required for a non-loopback --host")
-    p.add_argument("--point-size-m", type=float, metavar="M", help="ground size asked about for a clicked point (default: 100)")
+    p.add_argument("--point-size-m", type=float, metavar="M", help="ground size asked about for a clicked point (default: 100; 64 with the demo model)")
     p.add_argument("--max-crop-px", type=int, metavar="N", help="longest side of the crop sent to the model (default: 1024)")
     p.add_argument("--no-basemaps", action="store_true", default=None, help="do not offer online basemaps at all")
     return p
@@ -240,6 +241,18 @@ def _model_spec(args: argparse.Namespace, env: _Env, demo_manifest: Path | None)
     )
 
 
+def _default_point_size_m(spec: ModelSpec) -> float:
+    """100 m, or for the demo model the ground size it was trained on (``recommended_region_m``
+    in demo.json: 128 px crops at 0.5 m), so a clicked point gives it the scale it knows."""
+    if spec.is_demo and spec.model is not None:
+        try:
+            data = json.loads(Path(spec.model).read_text(encoding="utf-8"))
+            return float(data["recommended_region_m"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a broken demo.json is reported when the model loads
+    return 100.0
+
+
 def parse_launch_config(
     argv: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -256,6 +269,7 @@ def parse_launch_config(
     raster_env = env.text("RASTER")
     rasters = args.raster or ([r for r in raster_env.split(os.pathsep) if r] if raster_env else [])
     auth_text = _first(args.auth, env.text("AUTH"))
+    spec = _model_spec(args, env, demo_manifest)
     basemaps_off = args.no_basemaps or env.flag("BASEMAPS") is False
     app = AppConfig(
         rasters=tuple(Path(r).expanduser() for r in rasters),
@@ -263,10 +277,11 @@ def parse_launch_config(
         host=_first(args.host, env.text("HOST"), "127.0.0.1"),
         port=_first(args.port, env.number("PORT", int), 7860),
         auth=Auth.parse(auth_text) if auth_text else None,
-        point_size_m=_first(args.point_size_m, env.number("POINT_SIZE_M", float), 100.0),
+        point_size_m=_first(
+            args.point_size_m, env.number("POINT_SIZE_M", float), _default_point_size_m(spec)
+        ),
         max_crop_px=_first(args.max_crop_px, env.number("MAX_CROP_PX", int), 1024),
         basemaps=not basemaps_off,
         use_demo_raster=not rasters,
     )
-    spec = _model_spec(args, env, demo_manifest)
     return LaunchConfig(app=app, model=spec, engine=engine_config_for(spec))

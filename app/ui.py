@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from app import handlers
-from app.asking import DEFAULT_LABELS, TASK_CHOICES, AskRequest, parse_labels
+from app.asking import DEFAULT_LABELS, DEMO_LABELS, TASK_CHOICES, AskRequest, parse_labels
 from app.errors import AppError
 from app.map_view import build_map, drawn_region
 from app.services import AppServices
@@ -231,7 +231,8 @@ def build_blocks(services: AppServices) -> gr.Blocks:
                 task_radio = gr.Radio(list(TASK_CHOICES), value="Ask", label="Task", elem_id="geolens-task")
                 question_tb = gr.Textbox(label="Question", lines=2, placeholder=_QUESTION_HINTS[Task.ASK],
                                          elem_id="geolens-question")
-                labels_tb = gr.Textbox(label="Labels (comma-separated)", value=", ".join(DEFAULT_LABELS),
+                labels = DEMO_LABELS if services.model_status.is_demo else DEFAULT_LABELS
+                labels_tb = gr.Textbox(label="Labels (comma-separated)", value=", ".join(labels),
                                        visible=False, elem_id="geolens-labels")
                 with gr.Row():
                     ask_btn = gr.Button("Ask" if ok else "Ask (no model loaded)", variant="primary",

@@ -311,7 +311,8 @@ def test_stream_then_cancel_then_ask_again(tmp_path, e2e_rasters, page_and_log):
 
 def test_launch_py_with_no_arguments_shows_the_demo_offline(tmp_path, page_and_log, e2e_rasters):
     """`python launch.py` (plus a private workspace and a free port): the demo raster is on the
-    map, the UI says no model is loaded, and the page contacts nobody but 127.0.0.1."""
+    map, the shipped demo model is loaded and labelled as a demo, it answers a question about a
+    drawn region, and the page contacts nobody but 127.0.0.1."""
     import os
     import socket
     import subprocess
@@ -344,13 +345,17 @@ def test_launch_py_with_no_arguments_shows_the_demo_offline(tmp_path, page_and_l
         tiles: list[int] = []
         open_app(page, url, tiles)
         assert tiles and all(s == 200 for s in tiles)
-        assert "No model loaded" in page.locator("#geolens-model-status").inner_text()
+        status = page.locator("#geolens-model-status").inner_text()
+        assert "GeoLens demo model" in status and "not for real imagery" in status
         assert "demo" in page.locator("#geolens-raster input").input_value()
-        assert page.locator("#geolens-ask").is_disabled()
-        draw_rectangle(page, 0.4, 0.4, 0.6, 0.6)  # drawing works without a model
-        page.locator(".leaflet-draw-draw-marker").click()  # a point asks about a ground square
-        page.mouse.click(*map_point(page, 0.5, 0.5))
-        expect_region(page, "Drawn point (a 100 m square)")
+        assert page.locator("#geolens-ask").is_enabled()
+        draw_rectangle(page, 0.4, 0.4, 0.6, 0.6)
+        page.locator(".leaflet-draw-draw-marker").click()  # a point asks about a ground square:
+        page.mouse.click(*map_point(page, 0.3, 0.3))  # with the demo model, the 64 m it knows
+        expect_region(page, "Drawn point (a 64 m square)")
+        ask(page, "Classify scene", "")  # default labels with the demo model: its scene classes
+        answer = page.locator("#geolens-answer textarea").input_value().strip().lower()
+        assert answer in {"rural", "urban", "industrial"}, answer
         assert page.evaluate("() => window.geolens.drawnFeature().geometry.type") == "Point"
         page.get_by_text("Open a raster").click()  # open another raster by its path
         page.locator("#geolens-path textarea, #geolens-path input").first.fill(str(e2e_rasters[1]))
@@ -359,7 +364,7 @@ def test_launch_py_with_no_arguments_shows_the_demo_offline(tmp_path, page_and_l
                                "document.querySelectorAll('.gl-map .leaflet-tile-loaded').length > 0",
                                timeout=TIMEOUT_MS)
         assert "photo.png" in page.locator("#geolens-raster input").input_value()
-        screenshot(page, "e2e-08-launch-demo-no-model")
+        screenshot(page, "e2e-08-launch-demo")
         assert log.foreign() == [], log.foreign()[:5]
     finally:
         proc.terminate()
