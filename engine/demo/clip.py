@@ -101,6 +101,6 @@ def train_clip(pairs: list[tuple[str, str]], config: ClipTrainConfig = ClipTrain
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if step % 100 == 0:
-            logger.info("clip step %d loss %.4f", step, float(loss))
+            logger.info("clip step %d loss %.4f", step, loss.item())
     model.eval()
     return embedder

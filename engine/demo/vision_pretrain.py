@@ -186,9 +186,9 @@ def pretrain_vision(
             logger.info(
                 "vision pretrain step %d contrastive %.4f dense %.4f position %.4f",
                 step,
-                float(contrastive),
-                float(dense_loss),
-                float(position_loss),
+                contrastive.item(),
+                dense_loss.item(),
+                position_loss.item(),
             )
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -197,9 +197,9 @@ def pretrain_vision(
     record = {
         **asdict(config),
         "examples": len(examples),
-        "final_contrastive": float(contrastive),
-        "final_dense": float(dense_loss),
-        "final_position": float(position_loss),
+        "final_contrastive": contrastive.item(),
+        "final_dense": dense_loss.item(),
+        "final_position": position_loss.item(),
         "patch_labels": list(PATCH_LABELS),
     }
     (tmp / "vision" / "geolens_pretrain.json").write_text(
