@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m engine.evaluate --task ask --data ../shared/data/rsvqa_lr --format rsvqa \\
+    python -m engine.evaluate --task ask --data data/rsvqa_lr --format rsvqa \\
         --model /models/qwen2.5-vl-3b --backbone qwen2.5-vl --average-over presence,comp
     python -m engine.evaluate --task ground --data data/test.jsonl --demo --out eval/ground
 

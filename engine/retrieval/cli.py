@@ -3,7 +3,7 @@
 Examples::
 
     # a real RS CLIP (RemoteCLIP / GeoRSCLIP checkpoints are open_clip ViT-B-32 state dicts)
-    python -m engine.retrieval build --corpus ../shared/data/captions/rsicd notes.txt \\
+    python -m engine.retrieval build --corpus captions/rsicd notes.txt \\
         --model ViT-B-32 --checkpoint RemoteCLIP-ViT-B-32.pt --out workspace/kb
     python -m engine.retrieval query --kb workspace/kb --image crop.png -k 5
     python -m engine.retrieval query --kb workspace/kb --text "a harbour with boats"
