@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter.safetensors"
 FORMAT = "geolens-adapter/1"
+# weights added after the format was fixed whose zero value is an exact no-op (the paper
+# projector's row/column embeddings): an adapter written without them loads with zeros
+OPTIONAL_ZERO_WEIGHTS = frozenset({"projector.row_embed", "projector.col_embed"})
 
 
 def signature_hash(signature: dict) -> str:
@@ -190,6 +193,13 @@ def load_adapter_weights(vlm, path: str | Path) -> None:
     stored = load_file(str(Path(path) / ADAPTER_WEIGHTS))
     expected = adapter_state_dict(vlm)
     missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    optional = [name for name in missing if name in OPTIONAL_ZERO_WEIGHTS]
+    if optional:  # adapters saved before the projector had them: zeros are exactly the old model
+        logger.info("adapter at %s has no %s; keeping them at zero", path, ", ".join(optional))
+        missing = [name for name in missing if name not in OPTIONAL_ZERO_WEIGHTS]
+        expected = {k: v for k, v in expected.items() if k not in OPTIONAL_ZERO_WEIGHTS}
+        for name in optional:
+            adapter_state_dict(vlm)[name].zero_()
     if missing or extra:
         raise ConfigError(
             f"adapter at {str(path)!r} does not fit this model: "

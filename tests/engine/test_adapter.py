@@ -132,3 +132,25 @@ def test_zero_shot_model_has_no_adapter_to_save(tmp_path):
     )
     with pytest.raises(ConfigError, match="no adapter modules"):
         save_adapter(engine.vlm, tmp_path)
+
+
+def test_adapter_saved_before_the_projector_grid_tables_loads_with_zero_tables(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    cfg = _config("paper")
+    vlm = _trained(cfg)
+    with torch.no_grad():  # the old projector: no row/column terms
+        vlm.backbone.projector.row_embed.zero_()
+        vlm.backbone.projector.col_embed.zero_()
+    save_adapter(vlm, tmp_path / "old")
+    weights = tmp_path / "old" / ADAPTER_WEIGHTS
+    tensors = load_file(str(weights))
+    del tensors["projector.row_embed"], tensors["projector.col_embed"]
+    save_file(tensors, str(weights), metadata={"format": "geolens-adapter/1"})
+
+    loaded = Engine.from_config(_config("paper", adapter_path=tmp_path / "old"))
+    torch.testing.assert_close(_logits(loaded.vlm), _logits(vlm))
+    tensors["prompter.unknown"] = torch.zeros(1)  # other gaps or extras are still refused
+    save_file(tensors, str(weights), metadata={"format": "geolens-adapter/1"})
+    with pytest.raises(ConfigError, match="does not fit"):
+        Engine.from_config(_config("paper", adapter_path=tmp_path / "old"))

@@ -7,7 +7,12 @@ supported yet. The projector (Linear -> GELU -> Linear, vision width -> D) is ne
 the adapter, so this backbone only gives useful answers with a trained adapter.
 
 Image tokens are the projected last-layer patch features; level features are the outputs of the
-configured encoder blocks (``output_hidden_states``). Positions are plain 1D RoPE positions.
+configured encoder blocks (``output_hidden_states``). Positions in the LLM are plain 1D RoPE
+positions, which give the LLM no 2-D layout of the image (Qwen2-VL's M-RoPE does): the projector
+therefore adds a learned row embedding and a learned column embedding (zero-initialised, so an
+untrained projector is the plain MLP) to every projected patch token, and localisation (boxes)
+can read where a token lies with one linear map. At a smaller input (the OOM retry) the row and
+column tables are linearly resampled to the smaller grid.
 Directory layout when only ``model_path`` is given: ``<model_path>/llm`` and
 ``<model_path>/vision``.
 """
@@ -42,15 +47,36 @@ SUPPORTED_VISION_TYPES = ("siglip", "siglip_vision_model")
 
 
 class MLPProjector(nn.Module):
-    """Vision features (B, N, D_v) -> LLM space (B, N, D): Linear, GELU, Linear."""
+    """Vision features (B, N, D_v) of a square ``grid`` x ``grid`` patch layout (row-major) ->
+    LLM space (B, N, D): Linear, GELU, Linear, plus ``row_embed[r] + col_embed[c]`` (zeros at
+    initialisation) for the patch in row r, column c."""
 
-    def __init__(self, vision_dim: int, llm_dim: int) -> None:
+    def __init__(self, vision_dim: int, llm_dim: int, grid: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(vision_dim, llm_dim)
         self.fc2 = nn.Linear(llm_dim, llm_dim)
+        self.row_embed = nn.Parameter(torch.zeros(grid, llm_dim))  # (G, D)
+        self.col_embed = nn.Parameter(torch.zeros(grid, llm_dim))  # (G, D)
+
+    def grid_embedding(self, grid: int) -> torch.Tensor:
+        """(grid * grid, D) position term, resampled when ``grid`` is not the trained size."""
+        rows, cols = self.row_embed, self.col_embed
+        if grid != rows.shape[0]:
+
+            def resample(table: torch.Tensor) -> torch.Tensor:  # (G, D) -> (grid, D)
+                return nn.functional.interpolate(
+                    table.T[None], size=grid, mode="linear", align_corners=False
+                )[0].T
+
+            rows, cols = resample(rows), resample(cols)
+        return (rows[:, None, :] + cols[None, :, :]).reshape(grid * grid, -1)  # row-major
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(nn.functional.gelu(self.fc1(x)))
+        grid = math.isqrt(x.shape[1])
+        if grid * grid != x.shape[1]:
+            raise ConfigError(f"{x.shape[1]} patch tokens do not form a square grid")
+        out = self.fc2(nn.functional.gelu(self.fc1(x)))  # (B, N, D)
+        return out + self.grid_embedding(grid).to(out.dtype)
 
 
 class PaperBackbone(Backbone):
@@ -80,7 +106,10 @@ class PaperBackbone(Backbone):
         self.semantic_token_id = self.token_id(SEMANTIC_TOKEN)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # reproducible until adapter weights replace it
-            self._projector = MLPProjector(vision.config.hidden_size, llm.config.hidden_size)
+            grid = vision.config.image_size // vision.config.patch_size
+            self._projector = MLPProjector(
+                vision.config.hidden_size, llm.config.hidden_size, grid
+            )
         self._projector.to(device=llm.device, dtype=module_dtype)
 
     @classmethod
