@@ -8,16 +8,16 @@ and what to do next; ``app/`` shows them to the analyst verbatim.
 from __future__ import annotations
 
 __all__ = [
-    "EngineError",
     "ConfigError",
-    "WeightsNotFoundError",
-    "MissingDependencyError",
+    "CorpusError",
+    "DataFormatError",
+    "EngineError",
+    "InputError",
     "KnowledgeBaseError",
     "ManifestMismatchError",
-    "CorpusError",
-    "InputError",
+    "MissingDependencyError",
     "OutOfMemoryError",
-    "DataFormatError",
+    "WeightsNotFoundError",
 ]
 
 

@@ -11,7 +11,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Task", "Level", "BoxPx", "Evidence", "Timing", "Answer"]
+__all__ = ["Answer", "BoxPx", "Evidence", "Level", "Task", "Timing"]
 
 
 class Task(str, enum.Enum):
@@ -24,7 +24,7 @@ class Task(str, enum.Enum):
     REGION = "region"  # ask about a box inside the crop
 
     @classmethod
-    def parse(cls, value: "Task | str") -> "Task":
+    def parse(cls, value: Task | str) -> Task:
         """``Task`` from its wire name; the error lists the known names."""
         if isinstance(value, cls):
             return value

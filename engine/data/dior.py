@@ -188,7 +188,7 @@ def load_dior_obb(
     image_path: str | Path | None = None,
 ) -> list[Sample]:
     """``ground`` samples from DIOR oriented-box XML: one per (image, class), oriented boxes."""
-    files, parsed = _annotated_images(annotations, image_root, image_path)
+    _files, parsed = _annotated_images(annotations, image_root, image_path)
     samples = []
     for path, root, image, size_px in parsed:
         by_class: dict[str, list[BoxPx]] = {}

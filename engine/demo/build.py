@@ -12,7 +12,8 @@ checkpoint):
    of every ``kb_scene_every``-th training scene, to keep the shipped index small);
 4. ``base/``: the vision tower pretrained contrastively on crops + captions (stage 0,
    :mod:`engine.demo.vision_pretrain`);
-5. ``runs/<variant>/``: training with ``engine.train`` (full model and the two ablations);
+5. ``runs/<variant>/`` then ``runs/<variant>_cont/``: training with ``engine.train`` in two
+   stages (full model and the two ablations; stage 2 continues stage 1 at a lower rate);
 6. export to ``--out``: ``model/`` (trained base, fp16), ``adapter/``, ``clip/``, ``kb/``,
    then scores on fresh test scenes and ``demo.json``.
 
@@ -30,7 +31,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.demo.recipe import VARIANTS, DemoRecipe, train_config
+from engine.demo.recipe import VARIANTS, DemoRecipe, continue_config, train_config
 
 __all__ = [
     "build_data",
@@ -193,8 +194,9 @@ def _scene_index(source: str) -> int:
 def train_variant(
     recipe: DemoRecipe, work: Path, variant: str, steps: int | None = None, suffix: str = ""
 ) -> Path:
-    """Train ``variant`` with :class:`engine.training.Trainer` (resuming); returns ``final/``.
-    ``suffix`` names a separate run folder (``runs/<variant><suffix>``)."""
+    """Train ``variant`` with :class:`engine.training.Trainer` (resuming): stage 1, then stage 2
+    (``runs/<variant>_cont``) when the recipe has ``continue_steps``; returns the last
+    ``final/``. ``suffix`` names a separate run folder (``runs/<variant><suffix>``)."""
     import dataclasses
 
     from engine.training import Trainer
@@ -202,11 +204,19 @@ def train_variant(
     config = train_config(recipe, variant, work, steps)
     if suffix:
         config = dataclasses.replace(config, output_dir=work / "runs" / f"{variant}{suffix}")
+    final = _train_once(config, Trainer)
+    if recipe.continue_steps > 0:  # stage 2 (see DemoRecipe)
+        final = _train_once(continue_config(recipe, config, final), Trainer)
+    return final
+
+
+def _train_once(config, trainer_cls) -> Path:
+    """Run (or resume, or skip when finished) one training run; returns its ``final/``."""
     final = config.output_dir / "final"
     if (final / "meta.json").is_file():
         return final
     started = time.perf_counter()
-    result = Trainer(config).run(resume=True)
+    result = trainer_cls(config).run(resume=True)
     minutes = (time.perf_counter() - started) / 60
     (config.output_dir / "timing.json").write_text(
         json.dumps({"minutes_last_session": round(minutes, 1), "steps": result.steps}),

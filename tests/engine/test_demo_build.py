@@ -9,7 +9,7 @@ import json
 import pytest
 
 from engine.demo.base import DemoArch
-from engine.demo.recipe import DemoRecipe, train_config
+from engine.demo.recipe import DemoRecipe, continue_config, train_config
 from engine.demo.tokenizer import SPECIAL_TOKENS, build_tokenizer, train_tokenizer_json
 from engine.errors import ConfigError, WeightsNotFoundError
 from tests.engine.tiny import one_torch_thread, random_image  # noqa: F401
@@ -36,6 +36,7 @@ MINI = DemoRecipe(
     prompter_tokens=2,
     expert_rank=4,
     steps=3,
+    continue_steps=2,
     batch_size=4,
     warmup_steps=1,
     clip_steps=2,
@@ -92,6 +93,19 @@ def test_recipe_variants_differ_only_where_the_ablation_says(tmp_path):
         dataclasses.replace(MINI, crop_px=128)
 
 
+def test_stage_two_continues_stage_one_at_the_lower_rate(tmp_path):
+    first = train_config(MINI, "no_experts", tmp_path)
+    final = first.output_dir / "final"
+    second = continue_config(MINI, first, final)
+    assert second.model.model_path == final / "base"
+    assert second.model.init_adapter == final / "adapter"
+    assert second.output_dir == tmp_path / "runs" / "no_experts_cont"
+    assert second.optim.max_steps == MINI.continue_steps
+    assert set(second.group_lr) == set(first.group_lr)  # same groups, lower rate
+    assert all(lr == MINI.continue_lr for lr in second.group_lr.values())
+    assert second.retrieval == first.retrieval and second.model.experts == first.model.experts
+
+
 def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
     from engine.demo.build import build_demo
     from engine.demo.manifest import load_demo_engine, read_demo_manifest
@@ -109,6 +123,7 @@ def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
         "grounding_acc50",
     }
     assert data["training"]["full"]["step"] == 3
+    assert data["training"]["full_cont"]["step"] == 2  # stage 2 ran from stage 1's weights
     manifest = read_demo_manifest(manifest_path)
     from safetensors import safe_open
 

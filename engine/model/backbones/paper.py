@@ -74,7 +74,10 @@ class MLPProjector(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grid = math.isqrt(x.shape[1])
         if grid * grid != x.shape[1]:
-            raise ConfigError(f"{x.shape[1]} patch tokens do not form a square grid")
+            raise ConfigError(
+                f"{x.shape[1]} patch tokens do not form a square grid; the paper backbone needs "
+                "a fixed-resolution SigLIP tower fed square images (its preprocess does this)"
+            )
         out = self.fc2(nn.functional.gelu(self.fc1(x)))  # (B, N, D)
         return out + self.grid_embedding(grid).to(out.dtype)
 
