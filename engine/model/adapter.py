@@ -196,10 +196,9 @@ def load_adapter_weights(vlm, path: str | Path) -> None:
     optional = [name for name in missing if name in OPTIONAL_ZERO_WEIGHTS]
     if optional:  # adapters saved before the projector had them: zeros are exactly the old model
         logger.info("adapter at %s has no %s; keeping them at zero", path, ", ".join(optional))
-        missing = [name for name in missing if name not in OPTIONAL_ZERO_WEIGHTS]
-        expected = {k: v for k, v in expected.items() if k not in OPTIONAL_ZERO_WEIGHTS}
         for name in optional:
-            adapter_state_dict(vlm)[name].zero_()
+            expected.pop(name).zero_()
+        missing = [name for name in missing if name not in OPTIONAL_ZERO_WEIGHTS]
     if missing or extra:
         raise ConfigError(
             f"adapter at {str(path)!r} does not fit this model: "
