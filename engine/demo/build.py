@@ -12,8 +12,9 @@ checkpoint):
    of every ``kb_scene_every``-th training scene, to keep the shipped index small);
 4. ``base/``: the vision tower pretrained contrastively on crops + captions (stage 0,
    :mod:`engine.demo.vision_pretrain`);
-5. ``runs/<variant>/`` then ``runs/<variant>_cont/``: training with ``engine.train`` in two
-   stages (full model and the two ablations; stage 2 continues stage 1 at a lower rate);
+5. ``runs/<variant>/``, ``runs/<variant>_cont/``, ``runs/<variant>_cont3/``: training with
+   ``engine.train`` in three stages (full model and the two ablations; stage 2 continues stage 1
+   at a lower rate, stage 3 continues stage 2 with soft number targets);
 6. export to ``--out``: ``model/`` (trained base, fp16), ``adapter/``, ``clip/``, ``kb/``,
    then scores on fresh test scenes and ``demo.json``.
 
@@ -194,8 +195,8 @@ def _scene_index(source: str) -> int:
 def train_variant(
     recipe: DemoRecipe, work: Path, variant: str, steps: int | None = None, suffix: str = ""
 ) -> Path:
-    """Train ``variant`` with :class:`engine.training.Trainer` (resuming): stage 1, then stage 2
-    (``runs/<variant>_cont``) when the recipe has ``continue_steps``; returns the last
+    """Train ``variant`` with :class:`engine.training.Trainer` (resuming): stage 1, then each of
+    the recipe's ``continue_stages`` (``runs/<variant>_cont``, ``_cont3``, ...); returns the last
     ``final/``. ``suffix`` names a separate run folder (``runs/<variant><suffix>``)."""
     import dataclasses
 
@@ -205,8 +206,8 @@ def train_variant(
     if suffix:
         config = dataclasses.replace(config, output_dir=work / "runs" / f"{variant}{suffix}")
     final = _train_once(config, Trainer)
-    if recipe.continue_steps > 0:  # stage 2 (see DemoRecipe)
-        final = _train_once(continue_config(recipe, config, final), Trainer)
+    for index in range(len(recipe.continue_stages)):  # stages 2, 3, ... (see DemoRecipe)
+        final = _train_once(continue_config(recipe, config, final, index), Trainer)
     return final
 
 

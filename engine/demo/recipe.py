@@ -2,7 +2,8 @@
 
 :class:`DemoRecipe` is what ``python -m engine.demo build`` executes; :func:`train_config`
 turns it into the :class:`engine.training.TrainConfig` of one variant (stage 1), and
-:func:`continue_config` into its stage 2 (the same run continued at a lower learning rate):
+:func:`continue_config` into its later stages (the same run continued at a lower learning rate,
+twice):
 
 * ``full``: the paper architecture with retrieval (prompter cross-attends to the top-k
   descriptions the demo CLIP retrieves from the demo knowledge base) and semantic experts;
@@ -39,7 +40,7 @@ from engine.training.config import (
     TrainConfig,
 )
 
-__all__ = ["VARIANTS", "DemoRecipe", "continue_config", "train_config"]
+__all__ = ["VARIANTS", "ContinueStage", "DemoRecipe", "continue_config", "train_config"]
 
 VARIANTS = ("full", "no_retrieval", "no_experts")
 
@@ -52,6 +53,23 @@ SAMPLE_WEIGHTS = {
     "region": 0.5,
     "scene": 1.0,
 }
+
+
+@dataclass(frozen=True)
+class ContinueStage:
+    """One more run after stage 1, starting from the previous stage's trained base and adapter,
+    with a new warm-up + cosine schedule: ``steps`` at ``lr``; ``number_sigma`` > 0 trains
+    number tokens against soft targets (:mod:`engine.training.losses`)."""
+
+    steps: int
+    lr: float
+    number_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.lr <= 0 or self.number_sigma < 0:
+            raise ConfigError(
+                f"continue stage needs steps > 0, lr > 0, number_sigma >= 0; got {self}"
+            )
 
 
 @dataclass(frozen=True)
@@ -72,10 +90,11 @@ class DemoRecipe:
     expert_every: int = 2  # experts in decoder layers 1 and 3 of 4
     top_k: int = 3
     steps: int = 3000
-    # stage 2: a second run of ``continue_steps`` at ``continue_lr`` (new warm-up + cosine),
-    # starting from stage 1's trained base and adapter; 0 skips it
-    continue_steps: int = 3000
-    continue_lr: float = 5e-4
+    # stages 2, 3, ...: each continues the one before (see ContinueStage); () stops at stage 1
+    continue_stages: tuple[ContinueStage, ...] = (
+        ContinueStage(3000, 5e-4),
+        ContinueStage(3000, 5e-4),
+    )
     ablation_steps: int | None = None  # None: the same budget as the full model
     batch_size: int = 16
     lr: float = 1.5e-3
@@ -159,20 +178,32 @@ def train_config(
     )
 
 
-def continue_config(recipe: DemoRecipe, first: TrainConfig, first_final: Path) -> TrainConfig:
-    """Stage 2 of a variant: ``first`` (its stage-1 config) continued from ``first_final`` (the
-    trained base and adapter) for ``recipe.continue_steps`` at ``recipe.continue_lr``, written
-    to ``<first output>_cont``. The measured gain: +3000 steps lifted the full model's grounding
-    Acc@0.5 from 0.07 to 0.17 and presence from 0.87 to 0.92 (docs/BENCHMARKS.md)."""
+def continue_config(
+    recipe: DemoRecipe, first: TrainConfig, previous_final: Path, index: int = 0
+) -> TrainConfig:
+    """Continuation stage ``index`` (0: stage 2) of a variant: ``first`` (its stage-1 config)
+    continued from ``previous_final`` (the trained base and adapter of the stage before) with
+    ``recipe.continue_stages[index]``, written to ``<first output>_cont`` (stage 2) or
+    ``<first output>_cont<index + 2>`` (the stage number). Measured (docs/BENCHMARKS.md, "Demo
+    model"): stage 2 lifted the full model's grounding Acc@0.5 from 0.07 to 0.17, stage 3 to
+    0.27."""
+    if not 0 <= index < len(recipe.continue_stages):
+        raise ConfigError(
+            f"continue stage {index} does not exist; the recipe has {len(recipe.continue_stages)}"
+        )
+    stage = recipe.continue_stages[index]
     model = replace(
-        first.model, model_path=first_final / "base", init_adapter=first_final / "adapter"
+        first.model, model_path=previous_final / "base", init_adapter=previous_final / "adapter"
     )
     optim = replace(
         first.optim,
-        lr={g: recipe.continue_lr for g in first.optim.lr},
-        max_steps=recipe.continue_steps,
+        lr={g: stage.lr for g in first.optim.lr},
+        max_steps=stage.steps,
+        number_sigma=stage.number_sigma,
+        number_grid=recipe.box_grid_step,  # soft targets only on the numbers answers use
     )
-    out = first.output_dir.with_name(first.output_dir.name + "_cont")
+    suffix = "_cont" if index == 0 else f"_cont{index + 2}"  # stage number
+    out = first.output_dir.with_name(first.output_dir.name + suffix)
     return replace(first, model=model, optim=optim, output_dir=out)
 
 

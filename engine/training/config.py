@@ -234,7 +234,11 @@ class OptimConfig:
     (optimizer steps) wins over ``epochs``. ``precision`` ``auto``: bf16 autocast on CUDA, fp32
     on CPU. ``loss``: ``token`` averages the next-token loss over all answer tokens of a batch
     (the usual recipe, long answers weigh more); ``sample`` averages per answer first, so a
-    one-word answer ("yes") weighs as much as a 20-token box."""
+    one-word answer ("yes") weighs as much as a 20-token box. ``number_sigma`` > 0: targets that
+    are whole-number tokens (box corners, counts) become a Gaussian of that width over the number
+    tokens that are multiples of ``number_grid``, so near misses cost little
+    (:mod:`engine.training.losses`); 0 is plain cross-entropy. Set ``number_grid`` to the step
+    the answers' numbers use (10 when boxes are snapped to tens)."""
 
     lr: dict | None = None
     batch_size: int = 4
@@ -248,6 +252,8 @@ class OptimConfig:
     max_grad_norm: float | None = 1.0
     precision: str = "auto"
     loss: str = "token"
+    number_sigma: float = 0.0
+    number_grid: int = 1
     seed: int = 0
     log_every: int = 10
     eval_every: int | None = None
@@ -289,6 +295,14 @@ class OptimConfig:
         _need(
             self.loss in LOSS_REDUCTIONS,
             f"optim.loss={self.loss!r}; use one of {', '.join(LOSS_REDUCTIONS)}",
+        )
+        _need(
+            isinstance(self.number_sigma, (int, float)) and self.number_sigma >= 0,
+            f"optim.number_sigma must be >= 0 (0: plain cross-entropy), got {self.number_sigma!r}",
+        )
+        _need(
+            isinstance(self.number_grid, int) and self.number_grid > 0,
+            f"optim.number_grid must be a positive integer, got {self.number_grid!r}",
         )
         object.__setattr__(self, "betas", tuple(self.betas))
 

@@ -35,7 +35,6 @@ import torch
 
 from engine.errors import ConfigError
 from engine.model.build import new_trainable_vlm
-from engine.model.inputs import IGNORE_INDEX
 from engine.model.loading import resolve_placement
 from engine.prompts import load_prompt_set
 from engine.training.checkpoint import (
@@ -50,6 +49,7 @@ from engine.training.checkpoint import (
 )
 from engine.training.config import TrainConfig
 from engine.training.data import BatchMaker, SampleOrder, load_samples, sample_weight
+from engine.training.losses import answer_token_losses, number_tokens, reduce_answer_losses
 
 __all__ = ["TrainResult", "Trainer", "answer_loss_per_sample", "lr_multiplier"]
 
@@ -95,6 +95,15 @@ class Trainer:
         self.val_samples = load_samples(config.data.val, config.tasks)[: config.data.val_limit]
         retrieved = self._retrieve()
         self.make_batch = BatchMaker(self.vlm, self.prompts, retrieved)
+        self.numbers = None
+        if config.optim.number_sigma:
+            self.numbers = number_tokens(self.vlm.backbone.tokenizer, config.optim.number_grid)
+            if self.numbers is None:
+                raise ConfigError(
+                    "optim.number_sigma is set, but the tokenizer has fewer than two "
+                    f"whole-number tokens on optim.number_grid={config.optim.number_grid}; "
+                    "set number_sigma to 0 or a smaller number_grid"
+                )
         weights = tuple(sample_weight(s, config.data.weights) for s in self.train_samples)
         optim = config.optim
         self.order = SampleOrder(weights, optim.seed, optim.batch_size * optim.grad_accum)
@@ -240,11 +249,16 @@ class Trainer:
         return total / max(1, count)
 
     def _loss(self, batch) -> torch.Tensor:
-        """Next-token loss on the answer tokens, reduced per ``optim.loss``."""
-        if self.config.optim.loss == "token":
+        """Next-token loss on the answer tokens (soft number targets when ``number_sigma``),
+        reduced per ``optim.loss``."""
+        optim = self.config.optim
+        if optim.loss == "token" and not optim.number_sigma:
             return self.vlm(batch).loss
         logits = self.vlm(dataclasses.replace(batch, labels=None)).logits  # (B, T, V)
-        return answer_loss_per_sample(logits, batch.labels.to(logits.device))
+        losses, mask = answer_token_losses(
+            logits, batch.labels.to(logits.device), self.numbers, optim.number_sigma
+        )
+        return reduce_answer_losses(losses, mask, optim.loss)
 
     def _autocast(self):
         precision, device = self.config.optim.precision, self.placement.device.type
@@ -315,13 +329,7 @@ def answer_loss_per_sample(logits: torch.Tensor, labels: torch.Tensor) -> torch.
 
     logits (B, T, V); labels (B, T) with ``IGNORE_INDEX`` outside the answers.
     """
-    targets = labels[:, 1:]  # token t is predicted at position t - 1
-    mask = targets != IGNORE_INDEX  # (B, T-1)
-    losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none"
-    )  # (B, T-1)
-    per_sample = (losses * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # (B,)
-    return per_sample[mask.any(dim=1)].mean()
+    return reduce_answer_losses(*answer_token_losses(logits, labels), per="sample")
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClusteredEmbeddings", "tiny_clip_config", "recall_at_k", "exact_top_k"]
+__all__ = ["ClusteredEmbeddings", "exact_top_k", "recall_at_k", "tiny_clip_config"]
 
 
 @dataclass(frozen=True)

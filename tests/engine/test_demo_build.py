@@ -9,7 +9,7 @@ import json
 import pytest
 
 from engine.demo.base import DemoArch
-from engine.demo.recipe import DemoRecipe, continue_config, train_config
+from engine.demo.recipe import ContinueStage, DemoRecipe, continue_config, train_config
 from engine.demo.tokenizer import SPECIAL_TOKENS, build_tokenizer, train_tokenizer_json
 from engine.errors import ConfigError, WeightsNotFoundError
 from tests.engine.tiny import one_torch_thread, random_image  # noqa: F401
@@ -36,7 +36,7 @@ MINI = DemoRecipe(
     prompter_tokens=2,
     expert_rank=4,
     steps=3,
-    continue_steps=2,
+    continue_stages=(ContinueStage(2, 5e-4), ContinueStage(1, 2e-4, number_sigma=10.0)),
     batch_size=4,
     warmup_steps=1,
     clip_steps=2,
@@ -93,17 +93,27 @@ def test_recipe_variants_differ_only_where_the_ablation_says(tmp_path):
         dataclasses.replace(MINI, crop_px=128)
 
 
-def test_stage_two_continues_stage_one_at_the_lower_rate(tmp_path):
+def test_later_stages_continue_the_stage_before_at_their_own_settings(tmp_path):
     first = train_config(MINI, "no_experts", tmp_path)
     final = first.output_dir / "final"
     second = continue_config(MINI, first, final)
     assert second.model.model_path == final / "base"
     assert second.model.init_adapter == final / "adapter"
     assert second.output_dir == tmp_path / "runs" / "no_experts_cont"
-    assert second.optim.max_steps == MINI.continue_steps
+    assert second.optim.max_steps == 2 and second.optim.number_sigma == 0
     assert set(second.group_lr) == set(first.group_lr)  # same groups, lower rate
-    assert all(lr == MINI.continue_lr for lr in second.group_lr.values())
+    assert all(lr == 5e-4 for lr in second.group_lr.values())
     assert second.retrieval == first.retrieval and second.model.experts == first.model.experts
+    third = continue_config(MINI, first, second.output_dir / "final", index=1)
+    assert third.model.init_adapter == tmp_path / "runs" / "no_experts_cont" / "final" / "adapter"
+    assert third.output_dir == tmp_path / "runs" / "no_experts_cont3"
+    assert third.optim.max_steps == 1 and third.optim.number_sigma == 10.0
+    assert third.optim.number_grid == MINI.box_grid_step
+    assert all(lr == 2e-4 for lr in third.group_lr.values())
+    with pytest.raises(ConfigError, match="continue stage 2 does not exist"):
+        continue_config(MINI, first, final, index=2)
+    with pytest.raises(ConfigError, match="steps > 0"):
+        ContinueStage(0, 1e-3)
 
 
 def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
@@ -124,6 +134,7 @@ def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
     }
     assert data["training"]["full"]["step"] == 3
     assert data["training"]["full_cont"]["step"] == 2  # stage 2 ran from stage 1's weights
+    assert data["training"]["full_cont3"]["step"] == 1  # stage 3 from stage 2's
     manifest = read_demo_manifest(manifest_path)
     from safetensors import safe_open
 

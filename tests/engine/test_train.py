@@ -66,8 +66,16 @@ def _config(tmp_path, data_dir, **optim) -> TrainConfig:
     return TrainConfig.from_dict(raw, stage="instruct")
 
 
-def test_short_run_lowers_the_loss_and_writes_log_and_adapter(tmp_path, data_dir):
-    config = _config(tmp_path, data_dir, max_steps=12, batch_size=2, warmup_steps=0)
+@pytest.mark.parametrize("number_sigma", [0.0, 1.0], ids=["plain", "soft-numbers"])
+def test_short_run_lowers_the_loss_and_writes_log_and_adapter(tmp_path, data_dir, number_sigma):
+    config = _config(
+        tmp_path,
+        data_dir,
+        max_steps=12,
+        batch_size=2,
+        warmup_steps=0,
+        number_sigma=number_sigma,
+    )
     train = (dataclasses.replace(config.data.train[0], limit=6),)
     config = dataclasses.replace(  # one epoch = 3 steps of 2 x 2 samples, repeated
         config, data=dataclasses.replace(config.data, train=train, weights={}, val_limit=4)
@@ -231,6 +239,10 @@ def test_bad_configs_fail_with_clear_messages(tmp_path, data_dir):
         TrainConfig.from_dict(good, stage="align")
     with pytest.raises(ConfigError, match="unknown parameter groups \\['decoder'\\]"):
         TrainConfig.from_dict({**good, "optim": {**good["optim"], "lr": {"decoder": 1e-3}}})
+    with pytest.raises(ConfigError, match="number_sigma must be >= 0"):
+        TrainConfig.from_dict({**good, "optim": {**good["optim"], "number_sigma": -1}})
+    with pytest.raises(ConfigError, match="number_grid must be a positive integer"):
+        TrainConfig.from_dict({**good, "optim": {**good["optim"], "number_grid": 0}})
     with pytest.raises(ConfigError, match="either the whole LLM"):
         TrainConfig.from_dict({**good, "optim": {**good["optim"], "lr": {"llm": 1, "lora": 1}}})
     with pytest.raises(ConfigError, match="not found"):
