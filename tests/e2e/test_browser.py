@@ -269,7 +269,7 @@ def test_stream_then_cancel_then_ask_again(tmp_path, e2e_rasters, page_and_log):
     from engine.engine import Engine
     from tests.app.conftest import tiny_engine_config
 
-    slow = Engine.from_config(dataclasses.replace(tiny_engine_config(), generation=GenerationConfig(max_new_tokens=150)))
+    slow = Engine.from_config(dataclasses.replace(tiny_engine_config(), generation=GenerationConfig(max_new_tokens=400)))  # long enough to see it grow under load
     app = start_app(tmp_path / "ws", e2e_rasters, engine=slow, basemaps=False)
     page, log = page_and_log
     try:
