@@ -14,7 +14,7 @@ checkpoint):
    :mod:`engine.demo.vision_pretrain`);
 5. ``runs/<variant>/``, ``runs/<variant>_cont/``, ``runs/<variant>_cont3/``: training with
    ``engine.train`` in three stages (full model and the two ablations; stage 2 continues stage 1
-   at a lower rate, stage 3 continues stage 2 with soft number targets);
+   at a lower rate, stage 3 continues stage 2 the same way);
 6. export to ``--out``: ``model/`` (trained base, fp16), ``adapter/``, ``clip/``, ``kb/``,
    then scores on fresh test scenes and ``demo.json``.
 

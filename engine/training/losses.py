@@ -6,9 +6,9 @@ Gaussian over the number tokens on the answers' grid (:func:`number_tokens`) cen
 value, and the loss at those positions is the KL divergence from that target to the model's
 distribution. One-hot cross-entropy treats "410" as exactly as wrong as "900" when the answer is
 "420"; the soft target tells the model that near misses are nearly right, the ordinal structure
-boxes have (the idea behind distance-aware number-token losses). It works best when every coordinate is one token (the demo tokenizer);
-with a digit-per-token tokenizer (Qwen) only single digits are number tokens, so choose a
-sigma of about 1 there.
+boxes have (the idea behind distance-aware number-token losses). It is meant for tokenizers with
+one token per coordinate (the demo tokenizer); with a digit-per-token tokenizer (Qwen) only the
+single digits are number tokens, which has not been tried: leave it off there.
 """
 
 from __future__ import annotations

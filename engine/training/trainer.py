@@ -51,7 +51,7 @@ from engine.training.config import TrainConfig
 from engine.training.data import BatchMaker, SampleOrder, load_samples, sample_weight
 from engine.training.losses import answer_token_losses, number_tokens, reduce_answer_losses
 
-__all__ = ["TrainResult", "Trainer", "answer_loss_per_sample", "lr_multiplier"]
+__all__ = ["TrainResult", "Trainer", "lr_multiplier"]
 
 logger = logging.getLogger(__name__)
 
@@ -322,14 +322,6 @@ class Trainer:
     def _log(self, row: dict) -> None:
         with (self.out / LOG_FILE).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-
-
-def answer_loss_per_sample(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over samples of each sample's mean next-token loss on its labelled tokens.
-
-    logits (B, T, V); labels (B, T) with ``IGNORE_INDEX`` outside the answers.
-    """
-    return reduce_answer_losses(*answer_token_losses(logits, labels), per="sample")
 
 
 def _truncate_log(path: Path, step: int) -> None:
