@@ -19,6 +19,7 @@ from engine.errors import ConfigError
 __all__ = [
     "BACKBONE_NAMES",
     "DEFAULT_MODEL_PATHS",
+    "IMAGE_POSITIONS",
     "EngineConfig",
     "ExpertConfig",
     "GenerationConfig",
@@ -39,6 +40,8 @@ DEFAULT_MODEL_PATHS = {
 }
 
 DEVICES = ("auto", "cuda", "cpu")
+# RoPE positions of image tokens (paper backbone): one per token, or one shared per image
+IMAGE_POSITIONS = ("sequence", "shared")
 QUANT_MODES = ("auto", "nf4", "none")
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
 EXPERT_ACTIVATIONS = ("gelu", "silu", "identity")
@@ -264,6 +267,9 @@ class EngineConfig:
     ``level_layers``: 1-based vision encoder blocks whose outputs are the L level features
     (``None`` = about 1/3, 2/3 and the last block). ``adapter_path``: a directory written by
     :func:`engine.model.adapter.save_adapter`; ``None`` runs the backbone zero-shot.
+    ``image_positions`` (``paper`` only): ``"sequence"`` gives every image token its own 1D RoPE
+    position, ``"shared"`` gives all of an image's tokens one position
+    (:func:`engine.model.backbones.base.shared_image_positions`); an adapter's manifest fixes it.
     """
 
     backbone: str = "qwen2.5-vl"
@@ -279,10 +285,17 @@ class EngineConfig:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
+    image_positions: str = "sequence"
 
     def __post_init__(self) -> None:
         _choice("backbone", self.backbone, BACKBONE_NAMES)
         _choice("device", self.device, DEVICES)
+        _choice("image_positions", self.image_positions, IMAGE_POSITIONS)
+        if self.image_positions != "sequence" and self.backbone != "paper":
+            raise ConfigError(
+                f"image_positions={self.image_positions!r} only applies to backbone 'paper' "
+                f"({self.backbone!r} has its own 2-D M-RoPE positions); remove it"
+            )
         default_model, default_vision = DEFAULT_MODEL_PATHS[self.backbone]
         if self.model_path is None:
             object.__setattr__(self, "model_path", default_model)

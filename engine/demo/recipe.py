@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from engine.config import ExpertConfig, PrompterConfig, QuantConfig
+from engine.config import IMAGE_POSITIONS, ExpertConfig, PrompterConfig, QuantConfig
 from engine.demo.base import DemoArch
 from engine.errors import ConfigError
 from engine.training.config import (
@@ -59,16 +59,24 @@ SAMPLE_WEIGHTS = {
 class ContinueStage:
     """One more run after stage 1, starting from the previous stage's trained base and adapter,
     with a new warm-up + cosine schedule: ``steps`` at ``lr``; ``number_sigma`` > 0 trains
-    number tokens against soft targets (:mod:`engine.training.losses`)."""
+    number tokens against soft targets (:mod:`engine.training.losses`); ``image_positions``
+    switches the model's :attr:`engine.config.EngineConfig.image_positions` from this stage on
+    (``None``: as in the stage before)."""
 
     steps: int
     lr: float
     number_sigma: float = 0.0
+    image_positions: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.lr <= 0 or self.number_sigma < 0:
             raise ConfigError(
                 f"continue stage needs steps > 0, lr > 0, number_sigma >= 0; got {self}"
+            )
+        if self.image_positions not in (None, *IMAGE_POSITIONS):
+            raise ConfigError(
+                f"continue stage image_positions={self.image_positions!r}; use None or one of "
+                f"{', '.join(IMAGE_POSITIONS)}"
             )
 
 
@@ -192,8 +200,14 @@ def continue_config(
             f"continue stage {index} does not exist; the recipe has {len(recipe.continue_stages)}"
         )
     stage = recipe.continue_stages[index]
+    positions = first.model.image_positions
+    for earlier in recipe.continue_stages[: index + 1]:  # the latest switch up to this stage
+        positions = earlier.image_positions or positions
     model = replace(
-        first.model, model_path=previous_final / "base", init_adapter=previous_final / "adapter"
+        first.model,
+        model_path=previous_final / "base",
+        init_adapter=previous_final / "adapter",
+        image_positions=positions,
     )
     optim = replace(
         first.optim,

@@ -61,6 +61,7 @@ class AdapterManifest:
     prompter: PrompterConfig
     experts: ExpertConfig
     lora: LoraConfig | None
+    image_positions: str = "sequence"  # EngineConfig.image_positions the adapter was trained with
     format: str = FORMAT
 
     @property
@@ -81,6 +82,7 @@ class AdapterManifest:
             "prompter": asdict(self.prompter),
             "experts": asdict(self.experts),
             "lora": asdict(self.lora) if self.lora is not None else None,
+            "image_positions": self.image_positions,
         }
         return json.dumps(data, indent=2, sort_keys=True)
 
@@ -105,6 +107,7 @@ class AdapterManifest:
                 lora=LoraConfig(**{**lora, "target_modules": tuple(lora["target_modules"])})
                 if lora
                 else None,
+                image_positions=data.get("image_positions", "sequence"),  # absent before 11/2026
             )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ConfigError(f"{where} is not a valid GeoLens adapter config: {err!r}") from err
@@ -142,6 +145,7 @@ def save_adapter(vlm, path: str | Path) -> Path:
         prompter=vlm.prompter_config,
         experts=vlm.expert_config,
         lora=vlm.lora_config,
+        image_positions=vlm.backbone.image_positions,
     )
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in adapter_state_dict(vlm).items()}
     save_file(tensors, str(root / ADAPTER_WEIGHTS), metadata={"format": FORMAT})

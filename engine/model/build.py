@@ -1,8 +1,8 @@
 """Build the :class:`SemanticVLM` an :class:`engine.config.EngineConfig` asks for.
 
 * With ``adapter_path``: the adapter's manifest fixes the architecture (level layers, prompter,
-  experts, LoRA); the base is loaded, checked against the manifest's signature, the modules are
-  attached and the weights copied in.
+  experts, LoRA, image positions); the base is loaded, checked against the manifest's
+  signature, the modules are attached and the weights copied in.
 * ``qwen2.5-vl`` without an adapter: the pretrained model alone (zero-shot).
 * ``paper`` without an adapter: fresh modules from the config (random projector and prompter:
   the answers are meaningless until trained; a warning says so). Used by training and tests.
@@ -37,7 +37,10 @@ def build_vlm(cfg: EngineConfig, placement: Placement) -> SemanticVLM:
                 f"config asks for {cfg.backbone!r}; use --backbone {manifest.backbone}"
             )
         backbone = load_backbone(
-            dataclasses.replace(cfg, level_layers=manifest.level_layers), placement
+            dataclasses.replace(
+                cfg, level_layers=manifest.level_layers, image_positions=manifest.image_positions
+            ),
+            placement,
         )
         check_base(manifest, backbone)
         vlm = SemanticVLM.with_adapter_modules(

@@ -164,6 +164,7 @@ class ModelSection:
     lora: LoraConfig | None = field(default_factory=LoraConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     gradient_checkpointing: bool = False
+    image_positions: str = "sequence"  # EngineConfig.image_positions
 
     def __post_init__(self) -> None:
         _need(
@@ -199,6 +200,7 @@ class ModelSection:
             experts=self.experts,
             lora=self.lora or LoraConfig(),
             quant=self.quant,
+            image_positions=self.image_positions,
         )
 
 

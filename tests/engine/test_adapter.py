@@ -154,3 +154,29 @@ def test_adapter_saved_before_the_projector_grid_tables_loads_with_zero_tables(t
     save_file(tensors, str(weights), metadata={"format": "geolens-adapter/1"})
     with pytest.raises(ConfigError, match="does not fit"):
         Engine.from_config(_config("paper", adapter_path=tmp_path / "old"))
+
+
+def test_image_positions_travel_with_the_adapter(tmp_path):
+    """Trained with shared image positions -> loaded with them, whatever the config says."""
+    trained = _trained(_config("paper", image_positions="shared"))
+    with torch.no_grad():  # let the layout tables matter
+        trained.backbone.projector.row_embed.normal_(std=0.5)
+    save_adapter(trained, tmp_path / "shared")
+    manifest = json.loads((tmp_path / "shared" / ADAPTER_CONFIG).read_text())
+    assert manifest["image_positions"] == "shared"
+    loaded = Engine.from_config(_config("paper", adapter_path=tmp_path / "shared"))
+    assert loaded.vlm.backbone.image_positions == "shared"
+    torch.testing.assert_close(_logits(loaded.vlm), _logits(trained))
+
+    del manifest["image_positions"]  # adapters written before the setting existed
+    (tmp_path / "shared" / ADAPTER_CONFIG).write_text(json.dumps(manifest))
+    old = Engine.from_config(_config("paper", adapter_path=tmp_path / "shared"))
+    assert old.vlm.backbone.image_positions == "sequence"
+    assert not torch.allclose(_logits(old.vlm), _logits(trained), atol=1e-3)
+
+
+def test_image_positions_setting_is_checked():
+    with pytest.raises(ConfigError, match="image_positions"):
+        _config("paper", image_positions="2d")
+    with pytest.raises(ConfigError, match="only applies to backbone 'paper'"):
+        _config("qwen2.5-vl", image_positions="shared")

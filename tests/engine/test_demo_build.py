@@ -116,6 +116,25 @@ def test_later_stages_continue_the_stage_before_at_their_own_settings(tmp_path):
         ContinueStage(0, 1e-3)
 
 
+def test_a_stage_can_switch_image_positions_for_itself_and_the_stages_after(tmp_path):
+    stages = (
+        ContinueStage(2, 5e-4),
+        ContinueStage(2, 5e-4, image_positions="shared"),
+        ContinueStage(2, 5e-4),
+    )
+    recipe = dataclasses.replace(MINI, continue_stages=stages)
+    first = train_config(recipe, "full", tmp_path)
+    final = first.output_dir / "final"
+    assert first.model.image_positions == "sequence"
+    positions = [continue_config(recipe, first, final, i).model.image_positions for i in range(3)]
+    assert positions == ["sequence", "shared", "shared"]
+    assert (
+        continue_config(recipe, first, final, 1).model.engine_config().image_positions == "shared"
+    )
+    with pytest.raises(ConfigError, match="image_positions='2d'"):
+        ContinueStage(2, 5e-4, image_positions="2d")
+
+
 def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
     from engine.demo.build import build_demo
     from engine.demo.manifest import load_demo_engine, read_demo_manifest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -205,3 +207,53 @@ def test_left_padded_batch_matches_single_requests(name):
             for im, s in zip(images, samples)
         ]
     torch.testing.assert_close(joint, torch.cat(single), rtol=1e-4, atol=1e-4)
+
+
+def test_shared_image_positions_give_each_image_run_one_position():
+    from engine.model.backbones.base import left_padded_positions, shared_image_positions
+
+    img = 9
+    ids = torch.tensor([[0, 0, 5, img, img, img, 6, 7], [5, img, img, 6, img, img, 7, 8]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8])
+    shared = shared_image_positions(ids, mask, img)  # (B, T)
+    assert shared.tolist() == [[0, 0, 0, 1, 1, 1, 2, 3], [0, 1, 1, 2, 3, 3, 4, 5]]
+    no_image = shared_image_positions(ids, mask, image_token_id=99)
+    assert torch.equal(no_image, left_padded_positions(mask))
+
+
+def test_shared_image_positions_prefill_and_decode_match_a_full_forward():
+    """The cached decode step continues at max position + 1, exactly as a full forward does."""
+    cfg = EngineConfig(
+        backbone="paper",
+        model_path=cached_tiny_model_dir("paper"),
+        device="cpu",
+        image_positions="shared",
+    )
+    backbone = load_backbone(cfg, resolve_placement("cpu", cfg.quant))
+    vlm = SemanticVLM.with_adapter_modules(backbone, PROMPTER, EXPERTS, None, torch.float32).eval()
+    with torch.no_grad():
+        backbone.projector.row_embed.normal_(std=0.5)  # give the layout tables some content
+        backbone.projector.col_embed.normal_(std=0.5)
+    images = [random_image(333, 500, seed=3), random_image(120, 90, seed=4)]
+    batch = _batch(vlm, images, [_sample(), _sample(texts=())])
+    ids, mask = batch.input_ids, batch.attention_mask
+    positions = backbone.position_ids(ids, mask, batch.images)  # (B, T)
+    for row in range(len(batch)):
+        image_positions = positions[row, ids[row] == backbone.image_token_id]
+        assert len(image_positions) == batch.images.num_image_tokens[row] > 1
+        assert len(set(image_positions.tolist())) == 1
+    tokens = torch.tensor([7, 11])
+    longer = dataclasses.replace(
+        batch,
+        input_ids=torch.cat([ids, tokens[:, None]], 1),
+        attention_mask=torch.cat([mask, torch.ones_like(mask[:, :1])], 1),
+    )
+    with torch.no_grad():
+        cache = backbone.new_cache()
+        _, next_positions = vlm.prefill(batch, cache)
+        step = vlm.decode_step(tokens, longer.attention_mask, next_positions, cache)
+        full = vlm(longer).logits[:, -1]
+        backbone.image_positions = "sequence"  # the same weights with one position per token
+        per_token = vlm(longer).logits[:, -1]
+    torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(full, per_token, atol=1e-3)  # the setting changes the model

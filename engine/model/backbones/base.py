@@ -67,6 +67,7 @@ class Backbone(nn.Module, abc.ABC):
     level_layers: tuple[int, ...]  # 1-based encoder blocks giving the L level features
     image_token_id: int  # <|image_pad|>: slots for patch tokens
     semantic_token_id: int  # <|vision_pad|>: slots for semantic-augmented tokens
+    image_positions: str = "sequence"  # EngineConfig.image_positions (paper backbone)
 
     @property
     @abc.abstractmethod
@@ -217,6 +218,24 @@ class Backbone(nn.Module, abc.ABC):
 def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """1D positions for a left-padded batch: 0 at each row's first real token. (B, T) int64."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def shared_image_positions(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int
+) -> torch.Tensor:
+    """Like :func:`left_padded_positions`, but every image token of a run shares the position
+    of the run's first one (the text after it continues at that position + 1). (B, T) int64.
+
+    With 1D RoPE and raster-order image tokens, neighbours in the sequence are neighbours in the
+    same image row, so attention's distance bias mixes each row's tokens and blurs *columns*
+    but not rows; one shared position removes that bias (the layout then comes only from the
+    tokens' content: the projector's row/column embeddings)."""
+    image = input_ids == image_token_id  # (B, T)
+    repeat = image.clone()
+    repeat[:, 0] = False
+    repeat[:, 1:] &= image[:, :-1]  # image token right after another image token
+    step = attention_mask.long() * (~repeat).long()
+    return (step.cumsum(-1) - 1).clamp(min=0)
 
 
 def pad_features(chunks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,12 +7,15 @@ supported yet. The projector (Linear -> GELU -> Linear, vision width -> D) is ne
 the adapter, so this backbone only gives useful answers with a trained adapter.
 
 Image tokens are the projected last-layer patch features; level features are the outputs of the
-configured encoder blocks (``output_hidden_states``). Positions in the LLM are plain 1D RoPE
+configured encoder blocks (``output_hidden_states``). Positions in the LLM are 1D RoPE
 positions, which give the LLM no 2-D layout of the image (Qwen2-VL's M-RoPE does): the projector
 therefore adds a learned row embedding and a learned column embedding (zero-initialised, so an
 untrained projector is the plain MLP) to every projected patch token, and localisation (boxes)
 can read where a token lies with one linear map. At a smaller input (the OOM retry) the row and
-column tables are linearly resampled to the smaller grid.
+column tables are linearly resampled to the smaller grid. With ``image_positions="sequence"``
+every image token has its own position, in raster order; ``"shared"`` gives all of them one, so
+RoPE's distance bias no longer mixes each image row's neighbours (which blurs columns, not rows)
+and the layout reaches the LLM only through those embeddings (docs/DESIGN.md).
 Directory layout when only ``model_path`` is given: ``<model_path>/llm`` and
 ``<model_path>/vision``.
 """
@@ -36,6 +39,7 @@ from engine.model.backbones.base import (
     EncodedImages,
     ImageBatch,
     left_padded_positions,
+    shared_image_positions,
 )
 from engine.model.loading import Placement, bnb_config, load_pretrained, resolve_weights
 
@@ -101,6 +105,7 @@ class PaperBackbone(Backbone):
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"
         self.model_name = str(cfg.model_path)
+        self.image_positions = cfg.image_positions
         depth = vision.config.num_hidden_layers
         self.level_layers = cfg.level_layers or default_level_layers(depth)
         if max(self.level_layers) > depth:
@@ -110,9 +115,7 @@ class PaperBackbone(Backbone):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # reproducible until adapter weights replace it
             grid = vision.config.image_size // vision.config.patch_size
-            self._projector = MLPProjector(
-                vision.config.hidden_size, llm.config.hidden_size, grid
-            )
+            self._projector = MLPProjector(vision.config.hidden_size, llm.config.hidden_size, grid)
         self._projector.to(device=llm.device, dtype=module_dtype)
 
     @classmethod
@@ -221,6 +224,8 @@ class PaperBackbone(Backbone):
     def position_ids(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: ImageBatch
     ) -> torch.Tensor:
+        if self.image_positions == "shared":
+            return shared_image_positions(input_ids, attention_mask, self.image_token_id)  # (B, T)
         return left_padded_positions(attention_mask)  # (B, T)
 
     def step_position_ids(self, next_positions: torch.Tensor) -> torch.Tensor:
