@@ -1,6 +1,6 @@
 """Build the shipped demo model end to end: data, tokenizer, CLIP, knowledge base, training.
 
-``python -m engine.demo build --out assets/demo`` runs these steps; each one writes into the
+``python assets/build_demo.py`` runs these steps (:func:`build_demo`); each one writes into the
 work folder (default ``workspace/demo_build``) and is skipped when its output already exists,
 so an interrupted build continues where it stopped (training itself resumes from its newest
 checkpoint):

@@ -8,7 +8,10 @@ in training. :func:`demo_scores` runs the engine over them and reports:
 * presence accuracy, counting accuracy (exact number), scene accuracy (3 classes);
 * grounding Acc@0.5 and mean IoU, overall and per selector (``only``, ``largest``, ...) and per
   target kind; ``ground_min_frac`` optionally restricts grounding to targets covering at least
-  that fraction of the crop (reported as a separate, labelled number).
+  that fraction of the crop (reported as a separate, labelled number);
+* per image axis (:func:`centre_axis_errors`): how far the predicted box centres lie from the
+  true ones across (x) and down (y) the crop, and how well they correlate. The demo model
+  found rows and not columns (docs/BENCHMARKS.md, "Demo model"); this is where that shows.
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ from engine.evaluation.runner import predict
 from engine.metrics import classification_accuracy, grounding_scores, vqa_accuracy
 from engine.types import Task
 
-__all__ = ["DemoScores", "demo_scores", "fresh_test_samples", "selector_of"]
+__all__ = [
+    "DemoScores",
+    "centre_axis_errors",
+    "demo_scores",
+    "fresh_test_samples",
+    "selector_of",
+]
 
 TEST_TYPES = ("presence", "count", "scene", "ground")
 
@@ -61,6 +70,7 @@ class DemoScores:
     ground_by_kind: dict
     counts: dict
     ground_restricted: dict | None = None
+    ground_axes: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -72,6 +82,7 @@ class DemoScores:
             "grounding_by_selector": self.ground_by_selector,
             "grounding_by_kind": self.ground_by_kind,
             "grounding_restricted": self.ground_restricted,
+            "grounding_axes": self.ground_axes,
             "n": self.counts,
         }
 
@@ -93,6 +104,37 @@ def _grounding_by(samples, ious, key) -> dict:
     return {
         k: {"acc50": sum(i >= 0.5 for i in v) / len(v), "miou": sum(v) / len(v), "n": len(v)}
         for k, v in sorted(groups.items())
+    }
+
+
+def centre_axis_errors(predicted, truth, sizes_px) -> dict | None:
+    """Box centres per image axis: ``median_abs_dx``/``dy`` (fractions of the crop's width and
+    height) and the Pearson correlations ``corr_x``/``corr_y`` between predicted and true centre
+    coordinates, over the samples with a predicted box (``None`` in ``predicted`` = no box).
+    ``None`` when fewer than two boxes were predicted."""
+    pairs = [
+        (
+            ((p.x0 + p.x1) / 2 / w, (p.y0 + p.y1) / 2 / h),
+            ((t.x0 + t.x1) / 2 / w, (t.y0 + t.y1) / 2 / h),
+        )
+        for p, t, (w, h) in zip(predicted, truth, sizes_px)
+        if p is not None
+    ]
+    if len(pairs) < 2:
+        return None
+    pred, true = np.array([p for p, _ in pairs]), np.array([t for _, t in pairs])  # (N, 2)
+
+    def corr(axis: int) -> float | None:
+        a, b = pred[:, axis], true[:, axis]
+        return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else None
+
+    err = np.median(np.abs(pred - true), axis=0)  # (2,)
+    return {
+        "n": len(pairs),
+        "median_abs_dx": float(err[0]),
+        "median_abs_dy": float(err[1]),
+        "corr_x": corr(0),
+        "corr_y": corr(1),
     }
 
 
@@ -141,5 +183,10 @@ def demo_scores(
         else {},
         counts=counts,
         ground_restricted=restricted,
+        ground_axes=centre_axis_errors(
+            firsts, [s.boxes_px[0] for s in ground], [s.image_size_px for s in ground]
+        )
+        if ground
+        else None,
     )
     return scores, preds
