@@ -1,6 +1,6 @@
 """The demo model's recipe: every size, seed and training choice in one frozen dataclass.
 
-:class:`DemoRecipe` is what ``python -m engine.demo build`` executes; :func:`train_config`
+:class:`DemoRecipe` is what ``python assets/build_demo.py`` executes; :func:`train_config`
 turns it into the :class:`engine.training.TrainConfig` of one variant (stage 1), and
 :func:`continue_config` into its later stages (the same run continued at a lower learning rate,
 five times):

@@ -227,9 +227,9 @@ def shared_image_positions(
     of the run's first one (the text after it continues at that position + 1). (B, T) int64.
 
     With 1D RoPE and raster-order image tokens, neighbours in the sequence are neighbours in the
-    same image row, so attention's distance bias mixes each row's tokens and blurs *columns*
-    but not rows; one shared position removes that bias (the layout then comes only from the
-    tokens' content: the projector's row/column embeddings)."""
+    same image row; one shared position removes that distance bias, and the layout then comes
+    only from the tokens' content (the projector's row/column embeddings). Measured on the demo
+    model it did not fix the weak column localisation it was made for (docs/BENCHMARKS.md)."""
     image = input_ids == image_token_id  # (B, T)
     repeat = image.clone()
     repeat[:, 0] = False

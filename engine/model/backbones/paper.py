@@ -14,8 +14,8 @@ untrained projector is the plain MLP) to every projected patch token, and locali
 can read where a token lies with one linear map. At a smaller input (the OOM retry) the row and
 column tables are linearly resampled to the smaller grid. With ``image_positions="sequence"``
 every image token has its own position, in raster order; ``"shared"`` gives all of them one, so
-RoPE's distance bias no longer mixes each image row's neighbours (which blurs columns, not rows)
-and the layout reaches the LLM only through those embeddings (docs/DESIGN.md).
+the layout reaches the LLM only through those embeddings (tried against the demo model's weak
+column localisation; it did not help: docs/BENCHMARKS.md, "Demo model").
 Directory layout when only ``model_path`` is given: ``<model_path>/llm`` and
 ``<model_path>/vision``.
 """
