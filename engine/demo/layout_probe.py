@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     from engine.demo.manifest import engine_from_dirs
     from engine.demo.synthetic_eval import fresh_test_samples
 
-    engine = engine_from_dirs(args.model, args.adapter, args.clip, args.kb)
+    # only the prompt's hidden states are probed: one generated token is enough
+    engine = engine_from_dirs(args.model, args.adapter, args.clip, args.kb, max_new_tokens=1)
     samples = fresh_test_samples(args.seed, args.scenes, types=("ground",))
     print(
         f"{len(samples)} grounding prompts, image_positions={engine.vlm.backbone.image_positions}"
