@@ -1,6 +1,6 @@
 """Rebuild everything in ``assets/demo``: the demo model (engine) and the demo raster (tiles).
 
-    python assets/build_demo.py                  # full build (about 8 h on 2 CPU cores)
+    python assets/build_demo.py                  # full build (about 9 h on 2 CPU cores)
     python assets/build_demo.py --raster-only    # only demo_scene.tif (+ ground truth), seconds
     python assets/build_demo.py --no-ablations   # the shipped model only
 

@@ -19,6 +19,7 @@ from engine.errors import ConfigError
 __all__ = [
     "BACKBONE_NAMES",
     "DEFAULT_MODEL_PATHS",
+    "IMAGE_ATTENTION",
     "IMAGE_POSITIONS",
     "EngineConfig",
     "ExpertConfig",
@@ -42,6 +43,9 @@ DEFAULT_MODEL_PATHS = {
 DEVICES = ("auto", "cuda", "cpu")
 # RoPE positions of image tokens (paper backbone): one per token, or one shared per image
 IMAGE_POSITIONS = ("sequence", "shared")
+# How image tokens attend to each other in the LLM (paper backbone): causally like text, or all
+# tokens of one image to all others (text stays causal)
+IMAGE_ATTENTION = ("causal", "bidirectional")
 QUANT_MODES = ("auto", "nf4", "none")
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
 EXPERT_ACTIVATIONS = ("gelu", "silu", "identity")
@@ -270,6 +274,10 @@ class EngineConfig:
     ``image_positions`` (``paper`` only): ``"sequence"`` gives every image token its own 1D RoPE
     position, ``"shared"`` gives all of an image's tokens one position
     (:func:`engine.model.backbones.base.shared_image_positions`); an adapter's manifest fixes it.
+    ``image_attention`` (``paper`` only): ``"causal"`` is the LLM's own mask; ``"bidirectional"``
+    lets every image token attend to all tokens of its image, earlier and later in raster order
+    (:func:`engine.model.backbones.base.image_block_ids`); text stays causal. An adapter's
+    manifest fixes it.
     """
 
     backbone: str = "qwen2.5-vl"
@@ -286,6 +294,7 @@ class EngineConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     image_positions: str = "sequence"
+    image_attention: str = "causal"
 
     def __post_init__(self) -> None:
         _choice("backbone", self.backbone, BACKBONE_NAMES)
@@ -295,6 +304,12 @@ class EngineConfig:
             raise ConfigError(
                 f"image_positions={self.image_positions!r} only applies to backbone 'paper' "
                 f"({self.backbone!r} has its own 2-D M-RoPE positions); remove it"
+            )
+        _choice("image_attention", self.image_attention, IMAGE_ATTENTION)
+        if self.image_attention != "causal" and self.backbone != "paper":
+            raise ConfigError(
+                f"image_attention={self.image_attention!r} only applies to backbone 'paper' "
+                f"({self.backbone!r} keeps its pretrained causal mask); remove it"
             )
         default_model, default_vision = DEFAULT_MODEL_PATHS[self.backbone]
         if self.model_path is None:

@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     # only the prompt's hidden states are probed: one generated token is enough
     engine = engine_from_dirs(args.model, args.adapter, args.clip, args.kb, max_new_tokens=1)
     samples = fresh_test_samples(args.seed, args.scenes, types=("ground",))
+    backbone = engine.vlm.backbone
     print(
-        f"{len(samples)} grounding prompts, image_positions={engine.vlm.backbone.image_positions}"
+        f"{len(samples)} grounding prompts, image_positions={backbone.image_positions}, "
+        f"image_attention={backbone.image_attention}"
     )
     print(f"{'layer':>6}  {'row R2':>7}  {'col R2':>7}")
     for row in layout_r2(engine, samples):

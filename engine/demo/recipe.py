@@ -3,7 +3,7 @@
 :class:`DemoRecipe` is what ``python assets/build_demo.py`` executes; :func:`train_config`
 turns it into the :class:`engine.training.TrainConfig` of one variant (stage 1), and
 :func:`continue_config` into its later stages (the same run continued at a lower learning rate,
-five times):
+six times):
 
 * ``full``: the paper architecture with retrieval (prompter cross-attends to the top-k
   descriptions the demo CLIP retrieves from the demo knowledge base) and semantic experts;
@@ -28,7 +28,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from engine.config import IMAGE_POSITIONS, ExpertConfig, PrompterConfig, QuantConfig
+from engine.config import (
+    IMAGE_ATTENTION,
+    IMAGE_POSITIONS,
+    ExpertConfig,
+    PrompterConfig,
+    QuantConfig,
+)
 from engine.demo.base import DemoArch
 from engine.errors import ConfigError
 from engine.training.config import (
@@ -60,13 +66,15 @@ class ContinueStage:
     """One more run after stage 1, starting from the previous stage's trained base and adapter,
     with a new warm-up + cosine schedule: ``steps`` at ``lr``; ``number_sigma`` > 0 trains
     number tokens against soft targets (:mod:`engine.training.losses`); ``image_positions``
-    switches the model's :attr:`engine.config.EngineConfig.image_positions` from this stage on
-    (``None``: as in the stage before)."""
+    switches the model's :attr:`engine.config.EngineConfig.image_positions` from this stage on,
+    ``image_attention`` its :attr:`engine.config.EngineConfig.image_attention` (``None``: as in
+    the stage before)."""
 
     steps: int
     lr: float
     number_sigma: float = 0.0
     image_positions: str | None = None
+    image_attention: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.lr <= 0 or self.number_sigma < 0:
@@ -77,6 +85,11 @@ class ContinueStage:
             raise ConfigError(
                 f"continue stage image_positions={self.image_positions!r}; use None or one of "
                 f"{', '.join(IMAGE_POSITIONS)}"
+            )
+        if self.image_attention not in (None, *IMAGE_ATTENTION):
+            raise ConfigError(
+                f"continue stage image_attention={self.image_attention!r}; use None or one of "
+                f"{', '.join(IMAGE_ATTENTION)}"
             )
 
 
@@ -99,7 +112,7 @@ class DemoRecipe:
     top_k: int = 3
     steps: int = 3000
     # stages 2, 3, ...: each continues the one before (see ContinueStage); () stops at stage 1
-    continue_stages: tuple[ContinueStage, ...] = tuple(ContinueStage(3000, 5e-4) for _ in range(5))
+    continue_stages: tuple[ContinueStage, ...] = tuple(ContinueStage(3000, 5e-4) for _ in range(6))
     ablation_steps: int | None = None  # None: the same budget as the full model
     batch_size: int = 16
     lr: float = 1.5e-3
@@ -190,21 +203,23 @@ def continue_config(
     continued from ``previous_final`` (the trained base and adapter of the stage before) with
     ``recipe.continue_stages[index]``, written to ``<first output>_cont`` (stage 2) or
     ``<first output>_cont<index + 2>`` (the stage number). Measured (docs/BENCHMARKS.md, "Demo
-    model"): each stage lifted the full model's grounding Acc@0.5 by about 0.1 (0.07 after
-    stage 1, 0.17, 0.27, 0.37, ...)."""
+    model"): each stage lifted the full model's grounding Acc@0.5 by about 0.1 up to stage 4
+    (0.07 after stage 1, 0.17, 0.27, 0.37), then less (0.41, 0.43, 0.48)."""
     if not 0 <= index < len(recipe.continue_stages):
         raise ConfigError(
             f"continue stage {index} does not exist; the recipe has {len(recipe.continue_stages)}"
         )
     stage = recipe.continue_stages[index]
-    positions = first.model.image_positions
+    positions, attention = first.model.image_positions, first.model.image_attention
     for earlier in recipe.continue_stages[: index + 1]:  # the latest switch up to this stage
         positions = earlier.image_positions or positions
+        attention = earlier.image_attention or attention
     model = replace(
         first.model,
         model_path=previous_final / "base",
         init_adapter=previous_final / "adapter",
         image_positions=positions,
+        image_attention=attention,
     )
     optim = replace(
         first.optim,

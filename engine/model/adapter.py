@@ -62,6 +62,7 @@ class AdapterManifest:
     experts: ExpertConfig
     lora: LoraConfig | None
     image_positions: str = "sequence"  # EngineConfig.image_positions the adapter was trained with
+    image_attention: str = "causal"  # EngineConfig.image_attention the adapter was trained with
     format: str = FORMAT
 
     @property
@@ -83,6 +84,7 @@ class AdapterManifest:
             "experts": asdict(self.experts),
             "lora": asdict(self.lora) if self.lora is not None else None,
             "image_positions": self.image_positions,
+            "image_attention": self.image_attention,
         }
         return json.dumps(data, indent=2, sort_keys=True)
 
@@ -108,6 +110,7 @@ class AdapterManifest:
                 if lora
                 else None,
                 image_positions=data.get("image_positions", "sequence"),  # absent before 11/2026
+                image_attention=data.get("image_attention", "causal"),  # absent before 11/2026
             )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ConfigError(f"{where} is not a valid GeoLens adapter config: {err!r}") from err
@@ -146,6 +149,7 @@ def save_adapter(vlm, path: str | Path) -> Path:
         experts=vlm.expert_config,
         lora=vlm.lora_config,
         image_positions=vlm.backbone.image_positions,
+        image_attention=vlm.backbone.image_attention,
     )
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in adapter_state_dict(vlm).items()}
     save_file(tensors, str(root / ADAPTER_WEIGHTS), metadata={"format": FORMAT})

@@ -38,7 +38,10 @@ def build_vlm(cfg: EngineConfig, placement: Placement) -> SemanticVLM:
             )
         backbone = load_backbone(
             dataclasses.replace(
-                cfg, level_layers=manifest.level_layers, image_positions=manifest.image_positions
+                cfg,
+                level_layers=manifest.level_layers,
+                image_positions=manifest.image_positions,
+                image_attention=manifest.image_attention,
             ),
             placement,
         )

@@ -165,6 +165,7 @@ class ModelSection:
     quant: QuantConfig = field(default_factory=QuantConfig)
     gradient_checkpointing: bool = False
     image_positions: str = "sequence"  # EngineConfig.image_positions
+    image_attention: str = "causal"  # EngineConfig.image_attention
 
     def __post_init__(self) -> None:
         _need(
@@ -201,6 +202,7 @@ class ModelSection:
             lora=self.lora or LoraConfig(),
             quant=self.quant,
             image_positions=self.image_positions,
+            image_attention=self.image_attention,
         )
 
 

@@ -156,27 +156,34 @@ def test_adapter_saved_before_the_projector_grid_tables_loads_with_zero_tables(t
         Engine.from_config(_config("paper", adapter_path=tmp_path / "old"))
 
 
-def test_image_positions_travel_with_the_adapter(tmp_path):
-    """Trained with shared image positions -> loaded with them, whatever the config says."""
-    trained = _trained(_config("paper", image_positions="shared"))
+@pytest.mark.parametrize(
+    "setting, value, default",
+    [("image_positions", "shared", "sequence"), ("image_attention", "bidirectional", "causal")],
+)
+def test_image_token_settings_travel_with_the_adapter(tmp_path, setting, value, default):
+    """Trained with a non-default setting -> loaded with it, whatever the config says."""
+    trained = _trained(_config("paper", **{setting: value}))
     with torch.no_grad():  # let the layout tables matter
         trained.backbone.projector.row_embed.normal_(std=0.5)
-    save_adapter(trained, tmp_path / "shared")
-    manifest = json.loads((tmp_path / "shared" / ADAPTER_CONFIG).read_text())
-    assert manifest["image_positions"] == "shared"
-    loaded = Engine.from_config(_config("paper", adapter_path=tmp_path / "shared"))
-    assert loaded.vlm.backbone.image_positions == "shared"
+    save_adapter(trained, tmp_path / value)
+    manifest = json.loads((tmp_path / value / ADAPTER_CONFIG).read_text())
+    assert manifest[setting] == value
+    loaded = Engine.from_config(_config("paper", adapter_path=tmp_path / value))
+    assert getattr(loaded.vlm.backbone, setting) == value
     torch.testing.assert_close(_logits(loaded.vlm), _logits(trained))
 
-    del manifest["image_positions"]  # adapters written before the setting existed
-    (tmp_path / "shared" / ADAPTER_CONFIG).write_text(json.dumps(manifest))
-    old = Engine.from_config(_config("paper", adapter_path=tmp_path / "shared"))
-    assert old.vlm.backbone.image_positions == "sequence"
+    del manifest[setting]  # adapters written before the setting existed
+    (tmp_path / value / ADAPTER_CONFIG).write_text(json.dumps(manifest))
+    old = Engine.from_config(_config("paper", adapter_path=tmp_path / value))
+    assert getattr(old.vlm.backbone, setting) == default
     assert not torch.allclose(_logits(old.vlm), _logits(trained), atol=1e-3)
 
 
-def test_image_positions_setting_is_checked():
-    with pytest.raises(ConfigError, match="image_positions"):
-        _config("paper", image_positions="2d")
+@pytest.mark.parametrize(
+    "setting, value", [("image_positions", "shared"), ("image_attention", "bidirectional")]
+)
+def test_image_token_settings_are_checked(setting, value):
+    with pytest.raises(ConfigError, match=setting):
+        _config("paper", **{setting: "2d"})
     with pytest.raises(ConfigError, match="only applies to backbone 'paper'"):
-        _config("qwen2.5-vl", image_positions="shared")
+        _config("qwen2.5-vl", **{setting: value})

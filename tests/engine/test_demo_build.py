@@ -116,23 +116,28 @@ def test_later_stages_continue_the_stage_before_at_their_own_settings(tmp_path):
         ContinueStage(0, 1e-3)
 
 
-def test_a_stage_can_switch_image_positions_for_itself_and_the_stages_after(tmp_path):
+@pytest.mark.parametrize(
+    "setting, default, value",
+    [("image_positions", "sequence", "shared"), ("image_attention", "causal", "bidirectional")],
+)
+def test_a_stage_can_switch_image_token_settings_for_itself_and_the_stages_after(
+    tmp_path, setting, default, value
+):
     stages = (
         ContinueStage(2, 5e-4),
-        ContinueStage(2, 5e-4, image_positions="shared"),
+        ContinueStage(2, 5e-4, **{setting: value}),
         ContinueStage(2, 5e-4),
     )
     recipe = dataclasses.replace(MINI, continue_stages=stages)
     first = train_config(recipe, "full", tmp_path)
     final = first.output_dir / "final"
-    assert first.model.image_positions == "sequence"
-    positions = [continue_config(recipe, first, final, i).model.image_positions for i in range(3)]
-    assert positions == ["sequence", "shared", "shared"]
-    assert (
-        continue_config(recipe, first, final, 1).model.engine_config().image_positions == "shared"
-    )
-    with pytest.raises(ConfigError, match="image_positions='2d'"):
-        ContinueStage(2, 5e-4, image_positions="2d")
+    assert getattr(first.model, setting) == default
+    got = [getattr(continue_config(recipe, first, final, i).model, setting) for i in range(3)]
+    assert got == [default, value, value]
+    engine_cfg = continue_config(recipe, first, final, 1).model.engine_config()
+    assert getattr(engine_cfg, setting) == value
+    with pytest.raises(ConfigError, match=f"{setting}='2d'"):
+        ContinueStage(2, 5e-4, **{setting: "2d"})
 
 
 def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):

@@ -257,3 +257,87 @@ def test_shared_image_positions_prefill_and_decode_match_a_full_forward():
         per_token = vlm(longer).logits[:, -1]
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(full, per_token, atol=1e-3)  # the setting changes the model
+
+
+def test_image_block_ids_number_each_run_of_image_tokens():
+    from engine.model.backbones.base import image_block_ids
+
+    img = 9
+    ids = torch.tensor([[0, 0, 5, img, img, img, 6, 7], [img, img, 6, img, 5, img, img, 8]])
+    assert image_block_ids(ids, img).tolist() == [
+        [-1, -1, -1, 0, 0, 0, -1, -1],
+        [0, 0, -1, 1, -1, 2, 2, -1],
+    ]
+    assert (image_block_ids(ids, image_token_id=99) == -1).all()
+
+
+def _paper_vlm(**settings) -> SemanticVLM:
+    cfg = EngineConfig(
+        backbone="paper", model_path=cached_tiny_model_dir("paper"), device="cpu", **settings
+    )
+    backbone = load_backbone(cfg, resolve_placement("cpu", cfg.quant))
+    return SemanticVLM.with_adapter_modules(backbone, PROMPTER, EXPERTS, None, torch.float32).eval()
+
+
+def test_bidirectional_image_attention_lets_earlier_image_tokens_see_later_ones():
+    """Perturb the last image token's embedding: under the causal mask only it and later tokens
+    change; with bidirectional image attention the first image token changes too, and the text
+    before the image never does."""
+    cfg = EngineConfig(
+        backbone="paper",
+        model_path=cached_tiny_model_dir("paper"),
+        device="cpu",
+        image_attention="bidirectional",
+    )
+    backbone = load_backbone(cfg, resolve_placement("cpu", cfg.quant))  # the LLM alone
+    img = backbone.image_token_id
+    ids = torch.tensor([[11, 12, img, img, img, img, 13, 14]])
+    mask = torch.ones_like(ids)
+    positions = backbone.position_ids(ids, mask, None)
+    embeds = torch.randn(
+        1, ids.shape[1], backbone.hidden_size, generator=torch.Generator().manual_seed(0)
+    )
+    moved = embeds.clone()
+    moved[0, 5] += 1.0  # the last image token
+
+    def logits(x, blocks):
+        with torch.no_grad():
+            return backbone.lm_forward(x, mask, positions, image_blocks=blocks).logits[0]  # (T, V)
+
+    blocks = backbone.image_blocks(ids)
+    causal = (logits(embeds, None) - logits(moved, None)).abs().amax(-1)  # (T,)
+    bidir = (logits(embeds, blocks) - logits(moved, blocks)).abs().amax(-1)
+    assert causal[:5].max() == 0 and causal[5:].min() > 1e-4
+    assert bidir[:2].max() == 0 and bidir[2:].min() > 1e-4
+    backbone.image_attention = "causal"
+    assert backbone.image_blocks(ids) is None
+
+
+def test_bidirectional_image_attention_prefill_and_decode_match_a_full_forward():
+    """Left-padded two-image batch: the cached decode step equals a full forward, the batch
+    equals single requests, and the mask changes the model's output."""
+    vlm = _paper_vlm(image_attention="bidirectional")
+    images = [random_image(333, 500, seed=3), random_image(120, 90, seed=4)]
+    samples = [_sample(), _sample(texts=())]
+    batch = _batch(vlm, images, samples)
+    ids, mask = batch.input_ids, batch.attention_mask
+    tokens = torch.tensor([7, 11])
+    longer = dataclasses.replace(
+        batch,
+        input_ids=torch.cat([ids, tokens[:, None]], 1),
+        attention_mask=torch.cat([mask, torch.ones_like(mask[:, :1])], 1),
+    )
+    with torch.no_grad():
+        cache = vlm.backbone.new_cache()
+        joint, next_positions = vlm.prefill(batch, cache)
+        step = vlm.decode_step(tokens, longer.attention_mask, next_positions, cache)
+        full = vlm(longer).logits[:, -1]
+        single = [
+            vlm.prefill(_batch(vlm, [im], [s]), vlm.backbone.new_cache())[0]
+            for im, s in zip(images, samples)
+        ]
+        vlm.backbone.image_attention = "causal"  # the same weights with the LLM's own mask
+        causal = vlm(longer).logits[:, -1]
+    torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(joint, torch.cat(single), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(full, causal, atol=1e-3)

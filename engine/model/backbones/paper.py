@@ -106,6 +106,7 @@ class PaperBackbone(Backbone):
         self.tokenizer.padding_side = "left"
         self.model_name = str(cfg.model_path)
         self.image_positions = cfg.image_positions
+        self.image_attention = cfg.image_attention
         depth = vision.config.num_hidden_layers
         self.level_layers = cfg.level_layers or default_level_layers(depth)
         if max(self.level_layers) > depth:
