@@ -221,16 +221,35 @@ def test_shared_image_positions_give_each_image_run_one_position():
     assert torch.equal(no_image, left_padded_positions(mask))
 
 
-def test_shared_image_positions_prefill_and_decode_match_a_full_forward():
-    """The cached decode step continues at max position + 1, exactly as a full forward does."""
+def _paper_vlm(**settings) -> SemanticVLM:
     cfg = EngineConfig(
-        backbone="paper",
-        model_path=cached_tiny_model_dir("paper"),
-        device="cpu",
-        image_positions="shared",
+        backbone="paper", model_path=cached_tiny_model_dir("paper"), device="cpu", **settings
     )
     backbone = load_backbone(cfg, resolve_placement("cpu", cfg.quant))
-    vlm = SemanticVLM.with_adapter_modules(backbone, PROMPTER, EXPERTS, None, torch.float32).eval()
+    return SemanticVLM.with_adapter_modules(backbone, PROMPTER, EXPERTS, None, torch.float32).eval()
+
+
+def _decode_step_and_full_forward(vlm: SemanticVLM, batch):
+    """Prefill ``batch``, decode one more token per row from the cache, and run the longer batch
+    in one full forward: (prefill logits, step logits, full-forward logits, longer batch)."""
+    tokens = torch.tensor([7, 11][: len(batch)])
+    longer = dataclasses.replace(
+        batch,
+        input_ids=torch.cat([batch.input_ids, tokens[:, None]], 1),
+        attention_mask=torch.cat([batch.attention_mask, torch.ones_like(tokens[:, None])], 1),
+    )
+    with torch.no_grad():
+        cache = vlm.backbone.new_cache()
+        prefill, next_positions = vlm.prefill(batch, cache)
+        step = vlm.decode_step(tokens, longer.attention_mask, next_positions, cache)
+        full = vlm(longer).logits[:, -1]
+    return prefill, step, full, longer
+
+
+def test_shared_image_positions_prefill_and_decode_match_a_full_forward():
+    """The cached decode step continues at max position + 1, exactly as a full forward does."""
+    vlm = _paper_vlm(image_positions="shared")
+    backbone = vlm.backbone
     with torch.no_grad():
         backbone.projector.row_embed.normal_(std=0.5)  # give the layout tables some content
         backbone.projector.col_embed.normal_(std=0.5)
@@ -242,17 +261,8 @@ def test_shared_image_positions_prefill_and_decode_match_a_full_forward():
         image_positions = positions[row, ids[row] == backbone.image_token_id]
         assert len(image_positions) == batch.images.num_image_tokens[row] > 1
         assert len(set(image_positions.tolist())) == 1
-    tokens = torch.tensor([7, 11])
-    longer = dataclasses.replace(
-        batch,
-        input_ids=torch.cat([ids, tokens[:, None]], 1),
-        attention_mask=torch.cat([mask, torch.ones_like(mask[:, :1])], 1),
-    )
+    _, step, full, longer = _decode_step_and_full_forward(vlm, batch)
     with torch.no_grad():
-        cache = backbone.new_cache()
-        _, next_positions = vlm.prefill(batch, cache)
-        step = vlm.decode_step(tokens, longer.attention_mask, next_positions, cache)
-        full = vlm(longer).logits[:, -1]
         backbone.image_positions = "sequence"  # the same weights with one position per token
         per_token = vlm(longer).logits[:, -1]
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
@@ -269,14 +279,6 @@ def test_image_block_ids_number_each_run_of_image_tokens():
         [0, 0, -1, 1, -1, 2, 2, -1],
     ]
     assert (image_block_ids(ids, image_token_id=99) == -1).all()
-
-
-def _paper_vlm(**settings) -> SemanticVLM:
-    cfg = EngineConfig(
-        backbone="paper", model_path=cached_tiny_model_dir("paper"), device="cpu", **settings
-    )
-    backbone = load_backbone(cfg, resolve_placement("cpu", cfg.quant))
-    return SemanticVLM.with_adapter_modules(backbone, PROMPTER, EXPERTS, None, torch.float32).eval()
 
 
 def test_bidirectional_image_attention_lets_earlier_image_tokens_see_later_ones():
@@ -319,19 +321,8 @@ def test_bidirectional_image_attention_prefill_and_decode_match_a_full_forward()
     vlm = _paper_vlm(image_attention="bidirectional")
     images = [random_image(333, 500, seed=3), random_image(120, 90, seed=4)]
     samples = [_sample(), _sample(texts=())]
-    batch = _batch(vlm, images, samples)
-    ids, mask = batch.input_ids, batch.attention_mask
-    tokens = torch.tensor([7, 11])
-    longer = dataclasses.replace(
-        batch,
-        input_ids=torch.cat([ids, tokens[:, None]], 1),
-        attention_mask=torch.cat([mask, torch.ones_like(mask[:, :1])], 1),
-    )
+    joint, step, full, longer = _decode_step_and_full_forward(vlm, _batch(vlm, images, samples))
     with torch.no_grad():
-        cache = vlm.backbone.new_cache()
-        joint, next_positions = vlm.prefill(batch, cache)
-        step = vlm.decode_step(tokens, longer.attention_mask, next_positions, cache)
-        full = vlm(longer).logits[:, -1]
         single = [
             vlm.prefill(_batch(vlm, [im], [s]), vlm.backbone.new_cache())[0]
             for im, s in zip(images, samples)
