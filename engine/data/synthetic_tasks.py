@@ -46,7 +46,7 @@ from engine.data.synthetic_views import (
 )
 from engine.types import BoxPx, Level, Task
 
-__all__ = ["PRESENCE_MIN_M2", "corpus_records", "exact_count", "make_samples"]
+__all__ = ["PRESENCE_MIN_M2", "corpus_records", "exact_count", "make_samples", "view_id"]
 
 PRESENCE_MIN_M2 = {
     "building": 40,
@@ -61,9 +61,14 @@ PRESENCE_MIN_M2 = {
 # ------------------------------------------------------------------ samples
 
 
+def view_id(view: CropView) -> str:
+    """The id prefix of every sample of ``view``: ``synthetic:<scene seed>:<row>_<col>``."""
+    return f"synthetic:{view.scene.seed}:{view.row_off}_{view.col_off}"
+
+
 def _sample(view: CropView, tag: str, task: Task, question: str, answer: str, **fields) -> Sample:
     return Sample(
-        id=f"synthetic:{view.scene.seed}:{view.row_off}_{view.col_off}:{tag}",
+        id=f"{view_id(view)}:{tag}",
         task=task,
         question=question,
         answer=answer,

@@ -249,10 +249,12 @@ def variant_engine(final: Path, work: Path, variant: str, recipe: DemoRecipe):
 
 def score_variant(engine, recipe: DemoRecipe, n_scenes: int | None = None) -> dict:
     """Scores of ``engine`` on fresh test scenes (:mod:`engine.demo.synthetic_eval`)."""
-    from engine.demo.synthetic_eval import demo_scores, fresh_test_samples
+    from engine.demo.synthetic_eval import demo_scores, fresh_test_set
 
-    samples = fresh_test_samples(recipe.test_seed, n_scenes or recipe.test_scenes, recipe.crop_px)
-    scores, _ = demo_scores(engine, samples, ground_min_frac=0.02)
+    samples, others = fresh_test_set(
+        recipe.test_seed, n_scenes or recipe.test_scenes, recipe.crop_px
+    )
+    scores, _ = demo_scores(engine, samples, ground_min_frac=0.02, others=others)
     return scores.to_json()
 
 

@@ -10,8 +10,14 @@ in training. :func:`demo_scores` runs the engine over them and reports:
   target kind; ``ground_min_frac`` optionally restricts grounding to targets covering at least
   that fraction of the crop (reported as a separate, labelled number);
 * per image axis (:func:`centre_axis_errors`): how far the predicted box centres lie from the
-  true ones across (x) and down (y) the crop, and how well they correlate. The demo model
-  found rows and not columns (docs/BENCHMARKS.md, "Demo model"); this is where that shows.
+  true ones across (x) and down (y) the crop, and how well they correlate. The demo model's
+  boxes are right in y and wrong in x (docs/BENCHMARKS.md, "Demo model"); this is where that
+  shows.
+* what each grounding miss hit instead (:func:`grounding_outcome`, needs the other objects of
+  each crop from :func:`fresh_test_set`): another object of the same kind, another kind, the
+  target with a loose box, or nothing; and the centre errors of the misses alone. For the demo
+  model most misses are the wrong house of the right row: the generator builds houses in
+  east-west rows, so picking the wrong one is an error in x only.
 """
 
 from __future__ import annotations
@@ -24,37 +30,104 @@ import numpy as np
 from engine.data.instructions import Sample
 from engine.data.synthetic import SCENE_CLASSES, generate_scene
 from engine.data.synthetic_dataset import balance_presence, scene_seed
-from engine.data.synthetic_tasks import make_samples
+from engine.data.synthetic_tasks import make_samples, view_id
+from engine.data.synthetic_views import crop_views, target_box
 from engine.evaluation.runner import predict
-from engine.metrics import classification_accuracy, grounding_scores, vqa_accuracy
-from engine.types import Task
+from engine.metrics import box_iou, classification_accuracy, grounding_scores, vqa_accuracy
+from engine.types import BoxPx, Task
 
 __all__ = [
+    "GROUND_OUTCOMES",
     "DemoScores",
     "centre_axis_errors",
     "demo_scores",
     "fresh_test_samples",
+    "fresh_test_set",
+    "grounding_outcome",
+    "grounding_outcomes",
     "selector_of",
 ]
 
 TEST_TYPES = ("presence", "count", "scene", "ground")
+# what a grounding answer landed on (see grounding_outcome)
+GROUND_OUTCOMES = ("hit", "near", "other_same_kind", "other_kind", "elsewhere", "no_box")
+NEAR_IOU = 0.25  # a miss with at least this IoU with the target found the target, loosely
 
 
 def fresh_test_samples(
     seed: int, n_scenes: int, crop_px: int = 128, types: tuple[str, ...] = TEST_TYPES
 ) -> list[Sample]:
     """In-memory test samples of ``n_scenes`` scenes (``scene_seed(seed, i)``) of these types."""
+    return fresh_test_set(seed, n_scenes, crop_px, types)[0]
+
+
+def fresh_test_set(
+    seed: int, n_scenes: int, crop_px: int = 128, types: tuple[str, ...] = TEST_TYPES
+) -> tuple[list[Sample], dict[str, tuple[BoxPx, ...]]]:
+    """:func:`fresh_test_samples` plus, per grounding sample id, the boxes (crop pixels,
+    ``label`` = kind) of every other object visible in its crop: what a wrong answer may have
+    picked instead (:func:`grounding_outcome`)."""
     samples: list[Sample] = []
+    others: dict[str, tuple[BoxPx, ...]] = {}
     for i in range(n_scenes):
         scene = generate_scene(scene_seed(seed, i), 2 * crop_px, SCENE_CLASSES[i % 3])
-        samples.extend(make_samples(scene, crop_px))
+        scene_samples = make_samples(scene, crop_px)
+        samples.extend(scene_samples)
+        if "ground" not in types:
+            continue
+        totals = np.bincount(scene.object_ids_px.ravel(), minlength=len(scene.objects) + 1)
+        views = {view_id(v): v for v in crop_views(scene, crop_px)}
+        for s in scene_samples:
+            if s.task is Task.GROUND:
+                view = views[s.id.rsplit(":", 1)[0]]
+                others[s.id] = tuple(
+                    target_box(o, view, totals) or view.visible_box(o)
+                    for o in view.objects()
+                    if o.id != ground_target_id(s)
+                )
     samples = balance_presence(samples, np.random.default_rng(seed))
-    return [s for s in samples if s.question_type in types]
+    return [s for s in samples if s.question_type in types], others
 
 
 def selector_of(sample: Sample) -> str:
     """The referring-expression selector of a synthetic grounding sample (id ``...-<selector>``)."""
     return sample.id.rsplit("-", 1)[1]
+
+
+def ground_target_id(sample: Sample) -> int:
+    """The scene object id a synthetic grounding sample asks for (id ``...:ground-<id>-<sel>``)."""
+    return int(sample.id.rsplit(":", 1)[1].split("-")[1])
+
+
+def grounding_outcome(predicted: BoxPx | None, truth: BoxPx, others: tuple[BoxPx, ...]) -> str:
+    """What a grounding answer landed on, one of :data:`GROUND_OUTCOMES`: ``hit`` (IoU >= 0.5
+    with the target); else ``other_same_kind`` / ``other_kind`` (IoU >= 0.5 with another object
+    of the crop, by ``label``); else ``near`` (IoU >= 0.25 with the target: found, box loose);
+    else ``elsewhere``; ``no_box`` when the answer had no box."""
+    if predicted is None:
+        return "no_box"
+    iou_target = box_iou(predicted, truth)
+    if iou_target >= 0.5:
+        return "hit"
+    best = max(others, key=lambda b: box_iou(predicted, b), default=None)
+    if best is not None and box_iou(predicted, best) >= 0.5:
+        return "other_same_kind" if best.label == truth.label else "other_kind"
+    return "near" if iou_target >= NEAR_IOU else "elsewhere"
+
+
+def grounding_outcomes(predicted, truth, others, sizes_px) -> dict:
+    """Counts of :func:`grounding_outcome` overall (``counts``) and per target kind
+    (``by_kind``), plus :func:`centre_axis_errors` of the misses alone (``miss_axes``)."""
+    outcomes = [grounding_outcome(p, t, o) for p, t, o in zip(predicted, truth, others)]
+    counts = {k: outcomes.count(k) for k in GROUND_OUTCOMES}
+    by_kind: dict[str, dict[str, int]] = {}
+    for t, k in zip(truth, outcomes):
+        by_kind.setdefault(t.label or "?", dict.fromkeys(GROUND_OUTCOMES, 0))[k] += 1
+    miss = [i for i, k in enumerate(outcomes) if k not in ("hit", "no_box")]
+    miss_axes = centre_axis_errors(
+        [predicted[i] for i in miss], [truth[i] for i in miss], [sizes_px[i] for i in miss]
+    )
+    return {"counts": counts, "by_kind": dict(sorted(by_kind.items())), "miss_axes": miss_axes}
 
 
 @dataclass(frozen=True)
@@ -71,6 +144,7 @@ class DemoScores:
     counts: dict
     ground_restricted: dict | None = None
     ground_axes: dict | None = None
+    ground_outcomes: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -83,6 +157,7 @@ class DemoScores:
             "grounding_by_kind": self.ground_by_kind,
             "grounding_restricted": self.ground_restricted,
             "grounding_axes": self.ground_axes,
+            "grounding_outcomes": self.ground_outcomes,
             "n": self.counts,
         }
 
@@ -139,10 +214,15 @@ def centre_axis_errors(predicted, truth, sizes_px) -> dict | None:
 
 
 def demo_scores(
-    engine, samples: list[Sample], batch_size: int = 16, ground_min_frac: float | None = None
+    engine,
+    samples: list[Sample],
+    batch_size: int = 16,
+    ground_min_frac: float | None = None,
+    others: dict[str, tuple[BoxPx, ...]] | None = None,
 ) -> tuple[DemoScores, list]:
     """Score ``engine`` on ``samples`` (from :func:`fresh_test_samples`); also returns the
-    predictions in sample order."""
+    predictions in sample order. With ``others`` (from :func:`fresh_test_set`) the scores say
+    what each grounding miss landed on (``grounding_outcomes``)."""
     preds = predict(engine, samples, batch_size)
     scene_idx = [i for i, s in enumerate(samples) if s.task is Task.CLASSIFY]
     scene = None
@@ -171,6 +251,10 @@ def demo_scores(
             "n": sub.n,
         }
     counts = {t: sum(s.question_type == t for s in samples) for t in TEST_TYPES}
+    truth, sizes = [s.boxes_px[0] for s in ground], [s.image_size_px for s in ground]
+    outcomes = None
+    if ground and others is not None:
+        outcomes = grounding_outcomes(firsts, truth, [others[s.id] for s in ground], sizes)
     scores = DemoScores(
         presence=_accuracy(samples, preds, "presence"),
         count=_accuracy(samples, preds, "count"),
@@ -183,10 +267,7 @@ def demo_scores(
         else {},
         counts=counts,
         ground_restricted=restricted,
-        ground_axes=centre_axis_errors(
-            firsts, [s.boxes_px[0] for s in ground], [s.image_size_px for s in ground]
-        )
-        if ground
-        else None,
+        ground_axes=centre_axis_errors(firsts, truth, sizes) if ground else None,
+        ground_outcomes=outcomes,
     )
     return scores, preds
