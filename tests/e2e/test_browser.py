@@ -201,17 +201,29 @@ def test_results_survive_a_server_restart(live, page_and_log):
     assert log.foreign() == []
 
 
+def wait_row_selected(page, result_id: str) -> None:
+    """Wait until the server's answer marks ``result_id``'s row with ✓ (the header has a ✓ too,
+    so looking for ✓ anywhere in the table passes before the selection reached the server)."""
+    page.wait_for_function(
+        """([sel, id]) => [...document.querySelectorAll(sel)].some(
+            r => r.innerText.includes(id) && r.innerText.includes('✓'))""",
+        arg=[ROWS, result_id], timeout=TIMEOUT_MS)
+
+
 def test_select_and_delete_from_the_table(live, page_and_log):
     page, _ = page_and_log
     open_app(page, live["app"].url, [])
     n_features = len(live["app"].services.store.features())
+    assert n_features > 0, "this test works on the results saved by the tests before it in this module"
     page.wait_for_function("n => window.geolens.resultLayerCount() === n", arg=n_features, timeout=TIMEOUT_MS)
     step = "select a row"
     try:
+        # the table can render after the map layers under CPU load (failed once that way)
+        page.wait_for_function("sel => [...document.querySelectorAll(sel)].some(c => /^[0-9a-f]{12}$/.test(c.innerText.trim()))",
+                               arg=ID_CELLS, timeout=TIMEOUT_MS)
         victim = result_rows(page)[0]
         page.locator(ROWS, has_text=victim).locator("[role=gridcell][data-col='3']").click()
-        page.wait_for_function("() => document.querySelector('#geolens-results').innerText.includes('✓')",
-                               timeout=TIMEOUT_MS)
+        wait_row_selected(page, victim)
         step = "delete it"
         page.locator("#geolens-delete").click()
         page.wait_for_function("id => !document.querySelector('#geolens-results').innerText.includes(id)",
@@ -225,8 +237,7 @@ def test_select_and_delete_from_the_table(live, page_and_log):
         page.evaluate("""id => window.geolens.map().eachLayer(l => {
             if (l.glResultId === id && l.openPopup) { l.openPopup(); } })""", remaining)
         page.locator(".leaflet-popup-content button.gl-select").click()
-        page.wait_for_function("() => document.querySelector('#geolens-results').innerText.includes('✓')",
-                               timeout=TIMEOUT_MS)
+        wait_row_selected(page, remaining)
         step = "export the selection"
         page.locator("#geolens-export-selected").click()
         page.wait_for_function("() => document.querySelector('#geolens-status').innerText.includes('1 selected')",
