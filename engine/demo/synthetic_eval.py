@@ -58,7 +58,7 @@ def fresh_test_samples(
     seed: int, n_scenes: int, crop_px: int = 128, types: tuple[str, ...] = TEST_TYPES
 ) -> list[Sample]:
     """In-memory test samples of ``n_scenes`` scenes (``scene_seed(seed, i)``) of these types."""
-    return fresh_test_set(seed, n_scenes, crop_px, types)[0]
+    return _fresh(seed, n_scenes, crop_px, types, with_others=False)[0]
 
 
 def fresh_test_set(
@@ -67,26 +67,36 @@ def fresh_test_set(
     """:func:`fresh_test_samples` plus, per grounding sample id, the boxes (crop pixels,
     ``label`` = kind) of every other object visible in its crop: what a wrong answer may have
     picked instead (:func:`grounding_outcome`)."""
+    return _fresh(seed, n_scenes, crop_px, types, with_others="ground" in types)
+
+
+def _fresh(seed, n_scenes, crop_px, types, with_others: bool):
     samples: list[Sample] = []
     others: dict[str, tuple[BoxPx, ...]] = {}
     for i in range(n_scenes):
         scene = generate_scene(scene_seed(seed, i), 2 * crop_px, SCENE_CLASSES[i % 3])
         scene_samples = make_samples(scene, crop_px)
         samples.extend(scene_samples)
-        if "ground" not in types:
-            continue
-        totals = np.bincount(scene.object_ids_px.ravel(), minlength=len(scene.objects) + 1)
-        views = {view_id(v): v for v in crop_views(scene, crop_px)}
-        for s in scene_samples:
-            if s.task is Task.GROUND:
-                view = views[s.id.rsplit(":", 1)[0]]
-                others[s.id] = tuple(
-                    target_box(o, view, totals) or view.visible_box(o)
-                    for o in view.objects()
-                    if o.id != ground_target_id(s)
-                )
+        if with_others:
+            others.update(_other_objects(scene, crop_px, scene_samples))
     samples = balance_presence(samples, np.random.default_rng(seed))
     return [s for s in samples if s.question_type in types], others
+
+
+def _other_objects(scene, crop_px: int, scene_samples: list[Sample]) -> dict:
+    """Per grounding sample of ``scene``: the boxes of the other objects of its crop."""
+    totals = np.bincount(scene.object_ids_px.ravel(), minlength=len(scene.objects) + 1)
+    views = {view_id(v): v for v in crop_views(scene, crop_px)}
+    out = {}
+    for s in scene_samples:
+        if s.task is Task.GROUND:
+            view, target = views[s.id.rsplit(":", 1)[0]], ground_target_id(s)
+            out[s.id] = tuple(
+                target_box(o, view, totals) or view.visible_box(o)
+                for o in view.objects()
+                if o.id != target
+            )
+    return out
 
 
 def selector_of(sample: Sample) -> str:
