@@ -12,9 +12,10 @@ checkpoint):
    of every ``kb_scene_every``-th training scene, to keep the shipped index small);
 4. ``base/``: the vision tower pretrained contrastively on crops + captions (stage 0,
    :mod:`engine.demo.vision_pretrain`);
-5. ``runs/<variant>/``, ``runs/<variant>_cont/``, ``runs/<variant>_cont3/`` ... ``_cont7``:
-   training with ``engine.train`` in seven stages (full model and the two ablations; stage 2
-   continues stage 1 at a lower rate, each later stage continues the one before the same way);
+5. ``runs/<variant>/``, ``runs/<variant>_cont/``, ``runs/<variant>_cont3/`` ... ``_cont8``:
+   training with ``engine.train`` in eight stages (full model and the two ablations; stage 2
+   continues stage 1 at a lower rate, each later stage continues the one before the same way;
+   stage 8 also trains the vision tower at a tenth of the rate);
 6. export to ``--out``: ``model/`` (trained base, fp16), ``adapter/``, ``clip/``, ``kb/``,
    then scores on fresh test scenes and ``demo.json``.
 

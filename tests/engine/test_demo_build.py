@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from engine.demo.base import DemoArch
 from engine.demo.recipe import ContinueStage, DemoRecipe, continue_config, train_config
@@ -36,7 +37,10 @@ MINI = DemoRecipe(
     prompter_tokens=2,
     expert_rank=4,
     steps=3,
-    continue_stages=(ContinueStage(2, 5e-4), ContinueStage(1, 2e-4, number_sigma=10.0)),
+    continue_stages=(
+        ContinueStage(2, 5e-4),
+        ContinueStage(1, 2e-4, number_sigma=10.0, vision_lr=1e-3),  # the tower trains too
+    ),
     batch_size=4,
     warmup_steps=1,
     clip_steps=2,
@@ -109,11 +113,13 @@ def test_later_stages_continue_the_stage_before_at_their_own_settings(tmp_path):
     assert third.output_dir == tmp_path / "runs" / "no_experts_cont3"
     assert third.optim.max_steps == 1 and third.optim.number_sigma == 10.0
     assert third.optim.number_grid == MINI.box_grid_step
-    assert all(lr == 2e-4 for lr in third.group_lr.values())
+    assert third.group_lr == {**dict.fromkeys(second.group_lr, 2e-4), "vision": 1e-3}
     with pytest.raises(ConfigError, match="continue stage 2 does not exist"):
         continue_config(MINI, first, final, index=2)
     with pytest.raises(ConfigError, match="steps > 0"):
         ContinueStage(0, 1e-3)
+    with pytest.raises(ConfigError, match="vision_lr >= 0"):
+        ContinueStage(2, 1e-3, vision_lr=-1e-4)
 
 
 @pytest.mark.parametrize(
@@ -164,6 +170,17 @@ def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
 
     with safe_open(str(manifest.model_dir / "llm" / "model.safetensors"), "pt") as fh:
         assert all(str(fh.get_tensor(k).dtype) == "torch.float16" for k in fh.keys())  # noqa: SIM118
+    tower = "vision/model.safetensors"
+    with (
+        safe_open(str(manifest.model_dir / tower), "pt") as shipped,
+        safe_open(str(work / "base" / tower), "pt") as pretrained,
+    ):
+        moved = [
+            k
+            for k in pretrained.keys()  # noqa: SIM118
+            if not torch.equal(shipped.get_tensor(k), pretrained.get_tensor(k).half())
+        ]
+    assert moved  # stage 3 trained the tower (vision_lr), and the export carries it
     engine = load_demo_engine(manifest_path, device="cpu")
     answer = engine.run(random_image(96, 96), "ask", question="Is there a road?")
     assert len(answer.evidence) == MINI.top_k  # the demo retriever is wired in
