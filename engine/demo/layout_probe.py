@@ -5,7 +5,10 @@ at the LLM's input and after every decoder layer; a ridge regression (fitted on 
 images, scored on the rest) predicts each token's patch row and column from them. R² near 1
 means the layer still knows where its image tokens lie; a falling column R² with a steady row
 R² is the signature of 1D RoPE over raster-ordered tokens (``image_positions="sequence"``:
-attention's distance bias mixes each row's neighbours). Used for docs/BENCHMARKS.md::
+attention's distance bias mixes each row's neighbours). The same hidden states answer a second question (:func:`roof_colour_accuracy`): can a linear
+read-out tell the roof colour of the building under an image token (a patch at least half
+covered by one building roof; labels from :func:`roof_colour_labels`)? Grounding "the red-roofed
+building" needs exactly that binding of colour to place. Used for docs/BENCHMARKS.md::
 
     python -m engine.demo.layout_probe --model assets/demo/model --adapter assets/demo/adapter \\
         --clip assets/demo/clip --kb assets/demo/kb --scenes 40
@@ -20,25 +23,113 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["layout_r2", "ridge_r2"]
+__all__ = [
+    "image_token_states",
+    "layout_r2",
+    "ridge_accuracy",
+    "ridge_r2",
+    "roof_colour_accuracy",
+    "roof_colour_labels",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def _ridge_heldout(x: np.ndarray, y: np.ndarray, n_fit: int, lam: float) -> np.ndarray:
+    """Ridge fit of ``y`` (N, K) on ``x`` (N, F) plus a bias over the first ``n_fit`` rows;
+    returns the predictions for the other rows (N - n_fit, K)."""
+    x = np.c_[x, np.ones(len(x))]  # (N, F + 1) with a bias column
+    eye = np.eye(x.shape[1])
+    eye[-1, -1] = 0.0  # the bias is not penalised
+    w = np.linalg.solve(x[:n_fit].T @ x[:n_fit] + lam * eye, x[:n_fit].T @ y[:n_fit])  # (F+1, K)
+    return x[n_fit:] @ w
 
 
 def ridge_r2(x: np.ndarray, y: np.ndarray, n_fit: int, lam: float = 1.0) -> np.ndarray:
     """R² per target column of a ridge fit on the first ``n_fit`` rows, scored on the rest.
     ``x`` (N, F), ``y`` (N, K) -> (K,)."""
-    x = np.c_[x, np.ones(len(x))]  # (N, F + 1) with a bias column
-    eye = np.eye(x.shape[1])
-    eye[-1, -1] = 0.0  # the bias is not penalised
-    w = np.linalg.solve(x[:n_fit].T @ x[:n_fit] + lam * eye, x[:n_fit].T @ y[:n_fit])  # (F+1, K)
-    pred, true = x[n_fit:] @ w, y[n_fit:]
+    pred, true = _ridge_heldout(x, y, n_fit, lam), y[n_fit:]
     return 1.0 - ((pred - true) ** 2).sum(0) / ((true - true.mean(0)) ** 2).sum(0)
+
+
+def ridge_accuracy(
+    x: np.ndarray, labels: np.ndarray, n_fit: int, n_classes: int, lam: float = 1.0
+) -> float:
+    """Held-out accuracy of a ridge classifier (one-hot targets, arg-max) fitted on the first
+    ``n_fit`` rows of ``x`` (N, F) with integer ``labels`` (N,) in ``[0, n_classes)``."""
+    pred = _ridge_heldout(x, np.eye(n_classes)[labels], n_fit, lam).argmax(1)  # (N - n_fit,)
+    return float((pred == labels[n_fit:]).mean())
+
+
+def roof_colour_labels(
+    seed: int, n_scenes: int, crop_px: int, patch_px: int, min_cover: float = 0.5
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """Per crop of the fresh test scenes (keyed by :func:`engine.data.synthetic_tasks.view_id`):
+    the roof colour (index into the returned names) of each patch, (side, side) in raster
+    order, where one building covers at least ``min_cover`` of the patch's pixels, else -1."""
+    from engine.data.synthetic import ROOF_COLOURS
+    from engine.data.synthetic_tasks import view_id
+    from engine.data.synthetic_views import crop_views
+    from engine.demo.synthetic_eval import fresh_scenes
+
+    names = tuple(ROOF_COLOURS)
+    side = crop_px // patch_px
+    out = {}
+    for scene in fresh_scenes(seed, n_scenes, crop_px):
+        colour_of = np.full(len(scene.objects) + 1, -1)  # object id -> colour index
+        for obj in scene.objects:
+            if obj.kind == "building":
+                colour_of[obj.id] = names.index(obj.colour)
+        for view in crop_views(scene, crop_px):
+            ids = view.ids[: side * patch_px, : side * patch_px]
+            patches = ids.reshape(side, patch_px, side, patch_px).swapaxes(1, 2)  # (S, S, p, p)
+            patches = patches.reshape(side * side, patch_px * patch_px)  # (P, p*p)
+            labels = np.full(side * side, -1)
+            for k, pixels in enumerate(patches):
+                counts = np.bincount(pixels, minlength=len(colour_of))
+                top = int(counts.argmax())
+                if colour_of[top] >= 0 and counts[top] >= min_cover * pixels.size:
+                    labels[k] = colour_of[top]
+            out[view_id(view)] = labels.reshape(side, side)
+    return out, names
+
+
+def roof_colour_accuracy(
+    states: dict[str, np.ndarray], labels: np.ndarray, n_classes: int, fit_share: float = 0.7
+) -> list[dict]:
+    """Per layer of ``states`` (from :func:`image_token_states`, (N_images, P, D) each): the
+    held-out accuracy of a linear read-out of the roof colour from the tokens with a label
+    (``labels`` (N_images, P), -1: no roof), fitted on the first ``fit_share`` of the images;
+    ``majority`` is the accuracy of always answering the fit set's most frequent colour."""
+    n_fit_images = int(len(labels) * fit_share)
+    fit, test = labels[:n_fit_images], labels[n_fit_images:]
+    y = np.r_[fit[fit >= 0], test[test >= 0]]  # (M,)
+    n_fit = int((fit >= 0).sum())
+    majority = float((test[test >= 0] == np.bincount(fit[fit >= 0]).argmax()).mean())
+    out = []
+    for name, stacked in states.items():
+        x = np.r_[stacked[:n_fit_images][fit >= 0], stacked[n_fit_images:][test >= 0]]  # (M, D)
+        out.append(
+            {
+                "layer": name,
+                "colour_acc": ridge_accuracy(x, y, n_fit, n_classes),
+                "majority": majority,
+                "n_fit": n_fit,
+                "n_test": len(y) - n_fit,
+            }
+        )
+    return out
 
 
 def layout_r2(engine, samples, fit_share: float = 0.7) -> list[dict]:
     """Row and column R² of the image tokens at the LLM input (``layer`` "input") and after each
     decoder layer (``layer`` 0, 1, ...), over the prompts of ``samples`` (one image each)."""
+    return layout_r2_of(image_token_states(engine, samples), fit_share)
+
+
+def image_token_states(engine, samples) -> dict[str, np.ndarray]:
+    """The image tokens' hidden states, (N_images, P, D) per layer: at the LLM input (``"input"``)
+    and after each decoder layer (``"0"``, ``"1"``, ...), for the prompts of ``samples``."""
     import torch
 
     from engine.evaluation.runner import predict
@@ -86,9 +177,13 @@ def layout_r2(engine, samples, fit_share: float = 0.7) -> list[dict]:
         vlm.roles.set = original_set
         for hook in hooks:
             hook.remove()
+    return {name: np.stack(tokens) for name, tokens in per_layer.items()}  # (N_images, P, D)
+
+
+def layout_r2_of(states: dict[str, np.ndarray], fit_share: float = 0.7) -> list[dict]:
+    """:func:`layout_r2` from states already captured by :func:`image_token_states`."""
     out = []
-    for name, tokens in per_layer.items():
-        stacked = np.stack(tokens)  # (N_images, P, D)
+    for name, stacked in states.items():
         n_images, n_patches = stacked.shape[:2]
         side = math.isqrt(n_patches)
         grid = np.stack([np.arange(n_patches) // side, np.arange(n_patches) % side], 1)  # (P, 2)
@@ -121,9 +216,27 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(samples)} grounding prompts, image_positions={backbone.image_positions}, "
         f"image_attention={backbone.image_attention}"
     )
+    states = image_token_states(engine, samples)
     print(f"{'layer':>6}  {'row R2':>7}  {'col R2':>7}")
-    for row in layout_r2(engine, samples):
+    for row in layout_r2_of(states):
         print(f"{row['layer']:>6}  {row['row_r2']:7.2f}  {row['col_r2']:7.2f}")
+    n_patches = next(iter(states.values())).shape[1]
+    crop_px = samples[0].image_size_px[0]
+    by_view, names = roof_colour_labels(
+        args.seed, args.scenes, crop_px, crop_px // math.isqrt(n_patches)
+    )
+    views = [s.id.rsplit(":", 1)[0] for s in samples]
+    first = [i for i, v in enumerate(views) if v not in views[:i]]  # each crop once
+    labels = np.stack([by_view[views[i]].ravel() for i in first])  # (N_crops, P)
+    rows = roof_colour_accuracy({k: v[first] for k, v in states.items()}, labels, len(names))
+    print(
+        f"roof colour of the building under a token ({len(names)} colours, "
+        f"{rows[0]['n_fit']} tokens fitted, {rows[0]['n_test']} held out; "
+        f"majority answer {rows[0]['majority']:.2f})"
+    )
+    print(f"{'layer':>6}  {'accuracy':>8}")
+    for row in rows:
+        print(f"{row['layer']:>6}  {row['colour_acc']:8.2f}")
     return 0
 
 

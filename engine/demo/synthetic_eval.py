@@ -41,6 +41,7 @@ __all__ = [
     "DemoScores",
     "centre_axis_errors",
     "demo_scores",
+    "fresh_scenes",
     "fresh_test_samples",
     "fresh_test_set",
     "grounding_outcome",
@@ -70,11 +71,17 @@ def fresh_test_set(
     return _fresh(seed, n_scenes, crop_px, types, with_others="ground" in types)
 
 
+def fresh_scenes(seed: int, n_scenes: int, crop_px: int = 128):
+    """The scenes behind :func:`fresh_test_samples` (``scene_seed(seed, i)``, classes cycling
+    rural/urban/industrial, 2x2 crops each), one at a time."""
+    for i in range(n_scenes):
+        yield generate_scene(scene_seed(seed, i), 2 * crop_px, SCENE_CLASSES[i % 3])
+
+
 def _fresh(seed, n_scenes, crop_px, types, with_others: bool):
     samples: list[Sample] = []
     others: dict[str, tuple[BoxPx, ...]] = {}
-    for i in range(n_scenes):
-        scene = generate_scene(scene_seed(seed, i), 2 * crop_px, SCENE_CLASSES[i % 3])
+    for scene in fresh_scenes(seed, n_scenes, crop_px):
         scene_samples = make_samples(scene, crop_px)
         samples.extend(scene_samples)
         if with_others:
