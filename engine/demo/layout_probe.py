@@ -5,10 +5,12 @@ at the LLM's input and after every decoder layer; a ridge regression (fitted on 
 images, scored on the rest) predicts each token's patch row and column from them. R² near 1
 means the layer still knows where its image tokens lie; a falling column R² with a steady row
 R² is the signature of 1D RoPE over raster-ordered tokens (``image_positions="sequence"``:
-attention's distance bias mixes each row's neighbours). The same hidden states answer a second question (:func:`roof_colour_accuracy`): can a linear
+attention's distance bias mixes each row's neighbours).
+
+The same hidden states answer a second question (:func:`roof_colour_accuracy`): can a linear
 read-out tell the roof colour of the building under an image token (a patch at least half
-covered by one building roof; labels from :func:`roof_colour_labels`)? Grounding "the red-roofed
-building" needs exactly that binding of colour to place. Used for docs/BENCHMARKS.md::
+covered by one building roof; labels from :func:`roof_colour_labels`)? Grounding "the
+red-roofed building" needs the colour at the right place. Used for docs/BENCHMARKS.md::
 
     python -m engine.demo.layout_probe --model assets/demo/model --adapter assets/demo/adapter \\
         --clip assets/demo/clip --kb assets/demo/kb --scenes 40
@@ -26,6 +28,7 @@ import numpy as np
 __all__ = [
     "image_token_states",
     "layout_r2",
+    "layout_r2_of",
     "ridge_accuracy",
     "ridge_r2",
     "roof_colour_accuracy",
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seed, args.scenes, crop_px, crop_px // math.isqrt(n_patches)
     )
     views = [s.id.rsplit(":", 1)[0] for s in samples]
-    first = [i for i, v in enumerate(views) if v not in views[:i]]  # each crop once
+    first = sorted({v: i for i, v in reversed(list(enumerate(views)))}.values())  # crops once
     labels = np.stack([by_view[views[i]].ravel() for i in first])  # (N_crops, P)
     rows = roof_colour_accuracy({k: v[first] for k, v in states.items()}, labels, len(names))
     print(
