@@ -3,6 +3,8 @@
     python assets/build_demo.py                  # full build (about 9 h on 2 CPU cores)
     python assets/build_demo.py --raster-only    # only demo_scene.tif (+ ground truth), seconds
     python assets/build_demo.py --no-ablations   # the shipped model only
+    python assets/build_demo.py --device cuda --steps-scale 20 --work workspace/demo_x20
+                                                 # 20x longer training stages on a GPU
 
 The model side is :func:`engine.demo.build.build_demo` (work files in ``workspace/demo_build``,
 resumable). The raster is written by :func:`app.demo.write_demo_raster` (see there). This script lives
@@ -36,14 +38,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raster-only", action="store_true")
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument(
+        "--device", default="cpu", help="where training runs: cpu (default) or cuda"
+    )
+    parser.add_argument(
+        "--steps-scale",
+        type=float,
+        default=1.0,
+        help="multiply every training stage's steps (needs a --work folder of its own)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from app.demo import write_demo_raster
-    from engine.demo.recipe import DemoRecipe
+    from engine.demo.recipe import DemoRecipe, scale_steps
+    from engine.errors import ConfigError
 
-    recipe = DemoRecipe()
+    try:
+        recipe = DemoRecipe(train_device=args.device)
+        if args.steps_scale != 1.0:
+            recipe = scale_steps(recipe, args.steps_scale)
+    except ConfigError as exc:
+        parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.raster_only:
         import torch
@@ -51,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         from engine.demo.build import build_demo
 
         torch.set_num_threads(args.threads)
-        build_demo(args.out, args.work, recipe, ablations=not args.no_ablations)
+        if recipe.train_device != "cpu" and not torch.cuda.is_available():
+            parser.error(f"--device {recipe.train_device}: torch sees no CUDA GPU here")
+        try:
+            build_demo(args.out, args.work, recipe, ablations=not args.no_ablations)
+        except ConfigError as exc:
+            parser.error(str(exc))
     info = write_demo_raster(args.out, recipe.raster_seed)
     _record_raster(args.out, info)
     print(f"demo written to {args.out}")

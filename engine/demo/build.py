@@ -3,7 +3,8 @@
 ``python assets/build_demo.py`` runs these steps (:func:`build_demo`); each one writes into the
 work folder (default ``workspace/demo_build``) and is skipped when its output already exists,
 so an interrupted build continues where it stopped (training itself resumes from its newest
-checkpoint):
+checkpoint); ``work/recipe.json`` records the recipe, and a folder built with another one is
+refused (:func:`check_work_recipe`):
 
 1. ``data/``: the synthetic instruction dataset (:func:`engine.data.build_dataset`);
 2. ``tokenizer/`` + ``base_init/``: BPE tokenizer on the generator's text, random base model;
@@ -40,6 +41,7 @@ __all__ = [
     "build_demo",
     "build_kb",
     "build_tokenizer_and_base",
+    "check_work_recipe",
     "export_variant",
     "pretrain_base",
     "score_variant",
@@ -259,12 +261,42 @@ def score_variant(engine, recipe: DemoRecipe, n_scenes: int | None = None) -> di
     return scores.to_json()
 
 
+RECIPE_FILE = "recipe.json"
+
+
+def check_work_recipe(recipe: DemoRecipe, work: Path) -> None:
+    """Record ``recipe`` in ``work/recipe.json``, or refuse a work folder built with another one.
+
+    Every build step skips what already exists, so resuming a folder with, say, longer stages
+    would silently keep the old runs; ``train_device`` may change between sessions (the runs
+    resume on either device)."""
+    from engine.errors import ConfigError
+
+    path = work / RECIPE_FILE
+    wanted = json.loads(json.dumps(recipe.to_json()))  # tuples as the file has them: lists
+    wanted.pop("train_device")
+    if path.is_file():
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        recorded.pop("train_device", None)
+        differ = sorted(
+            k for k in wanted.keys() | recorded.keys() if wanted.get(k) != recorded.get(k)
+        )
+        if differ:
+            raise ConfigError(
+                f"work folder {str(work)!r} was built with another recipe (differs in: "
+                f"{', '.join(differ)}); pass a new --work folder, or delete this one to rebuild"
+            )
+        return
+    path.write_text(json.dumps(recipe.to_json(), indent=1) + "\n", encoding="utf-8")
+
+
 def build_demo(out: Path, work: Path, recipe: DemoRecipe | None = None, ablations: bool = True):
     """Run every step (see the module docstring); returns the path of ``demo.json``."""
     from engine.demo.manifest import engine_from_dirs, write_manifest
 
     recipe = recipe or DemoRecipe()
     work.mkdir(parents=True, exist_ok=True)
+    check_work_recipe(recipe, work)
     build_data(recipe, work)
     build_tokenizer_and_base(recipe, work)
     build_kb(recipe, work)

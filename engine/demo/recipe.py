@@ -3,7 +3,7 @@
 :class:`DemoRecipe` is what ``python assets/build_demo.py`` executes; :func:`train_config`
 turns it into the :class:`engine.training.TrainConfig` of one variant (stage 1), and
 :func:`continue_config` into its later stages (the same run continued at a lower learning rate,
-six times):
+seven times; :func:`scale_steps` makes every stage longer, ``train_device`` runs them on a GPU):
 
 * ``full``: the paper architecture with retrieval (prompter cross-attends to the top-k
   descriptions the demo CLIP retrieves from the demo knowledge base) and semantic experts;
@@ -46,7 +46,14 @@ from engine.training.config import (
     TrainConfig,
 )
 
-__all__ = ["VARIANTS", "ContinueStage", "DemoRecipe", "continue_config", "train_config"]
+__all__ = [
+    "VARIANTS",
+    "ContinueStage",
+    "DemoRecipe",
+    "continue_config",
+    "scale_steps",
+    "train_config",
+]
 
 VARIANTS = ("full", "no_retrieval", "no_experts")
 
@@ -130,8 +137,16 @@ class DemoRecipe:
     clip_batch_size: int = 64
     kb_scene_every: int = 6  # KB: descriptions of every 6th training scene (size)
     raster_seed: int = 7
+    # where engine.train runs: "cpu" (fp32, the shipped build) or "cuda" (bf16 autocast,
+    # optim.precision "auto"); not part of what a work folder's runs depend on
+    train_device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.train_device not in ("cpu", "cuda"):
+            raise ConfigError(
+                f"train_device={self.train_device!r}; use 'cpu' or 'cuda' "
+                "(CUDA_VISIBLE_DEVICES picks the GPU)"
+            )
         if self.crop_px != self.arch.image_px:
             raise ConfigError(
                 f"crop_px {self.crop_px} must equal the vision input {self.arch.image_px} px"
@@ -165,7 +180,7 @@ def train_config(
         model=ModelSection(
             backbone="paper",
             model_path=work / "base",
-            device="cpu",
+            device=recipe.train_device,
             prompter=PrompterConfig(
                 num_tokens=recipe.prompter_tokens,
                 num_heads=recipe.arch.llm_heads,
@@ -190,7 +205,7 @@ def train_config(
             warmup_steps=recipe.warmup_steps,
             min_lr_ratio=0.05,
             weight_decay=recipe.weight_decay,
-            precision="fp32",
+            precision="fp32" if recipe.train_device == "cpu" else "auto",  # auto: bf16 on CUDA
             loss="sample",
             seed=recipe.seed,
             log_every=10,
@@ -241,6 +256,28 @@ def continue_config(
     suffix = "_cont" if index == 0 else f"_cont{index + 2}"  # stage number
     out = first.output_dir.with_name(first.output_dir.name + suffix)
     return replace(first, model=model, optim=optim, output_dir=out)
+
+
+def scale_steps(recipe: DemoRecipe, factor: float) -> DemoRecipe:
+    """``recipe`` with every LLM training stage ``factor`` times as long (stage 1, each continue
+    stage, and ``ablation_steps`` when set; at least one step each); schedules, rates and the
+    vision/CLIP pretraining stay. The budget lever the CPU builds lacked (docs/BENCHMARKS.md,
+    "Demo model": the models underfit): ``python assets/build_demo.py --device cuda
+    --steps-scale 20 --work <a new folder>``."""
+    if not factor > 0:
+        raise ConfigError(f"steps scale must be > 0, got {factor!r}")
+
+    def scaled(steps: int) -> int:
+        return max(1, round(steps * factor))
+
+    return replace(
+        recipe,
+        steps=scaled(recipe.steps),
+        continue_stages=tuple(
+            replace(stage, steps=scaled(stage.steps)) for stage in recipe.continue_stages
+        ),
+        ablation_steps=None if recipe.ablation_steps is None else scaled(recipe.ablation_steps),
+    )
 
 
 def with_overrides(recipe: DemoRecipe, **changes) -> DemoRecipe:

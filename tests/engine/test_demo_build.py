@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from engine.demo.base import DemoArch
-from engine.demo.recipe import ContinueStage, DemoRecipe, continue_config, train_config
+from engine.demo.recipe import (
+    ContinueStage,
+    DemoRecipe,
+    continue_config,
+    scale_steps,
+    train_config,
+)
 from engine.demo.tokenizer import SPECIAL_TOKENS, build_tokenizer, train_tokenizer_json
 from engine.errors import ConfigError, WeightsNotFoundError
 from tests.engine.tiny import one_torch_thread, random_image  # noqa: F401
@@ -122,6 +128,51 @@ def test_later_stages_continue_the_stage_before_at_their_own_settings(tmp_path):
         ContinueStage(2, 1e-3, vision_lr=-1e-4)
 
 
+def test_scale_steps_lengthens_every_training_stage_and_nothing_else(tmp_path):
+    recipe = dataclasses.replace(MINI, ablation_steps=3)
+    long = scale_steps(recipe, 20)
+    assert long.steps == 60 and long.ablation_steps == 60
+    assert [s.steps for s in long.continue_stages] == [40, 20]
+    assert [dataclasses.replace(s, steps=1) for s in long.continue_stages] == [
+        dataclasses.replace(s, steps=1) for s in recipe.continue_stages
+    ]  # rates, sigma, vision_lr kept
+    unchanged = ("clip_steps", "vision_pretrain_steps", "warmup_steps", "lr", "n_scenes")
+    assert all(getattr(long, k) == getattr(recipe, k) for k in unchanged)
+    assert scale_steps(MINI, 0.1).steps == 1  # at least one step
+    first = train_config(long, "full", tmp_path)
+    assert first.optim.max_steps == 60
+    assert continue_config(long, first, first.output_dir / "final", 1).optim.max_steps == 20
+    for bad in (0, -2.0, float("nan")):
+        with pytest.raises(ConfigError, match="steps scale must be > 0"):
+            scale_steps(MINI, bad)
+
+
+def test_train_device_sets_where_and_in_which_precision_the_runs_train(tmp_path):
+    cpu = train_config(MINI, "full", tmp_path)
+    assert (cpu.model.device, cpu.optim.precision) == ("cpu", "fp32")
+    gpu = dataclasses.replace(MINI, train_device="cuda")
+    first = train_config(gpu, "no_experts", tmp_path)
+    assert (first.model.device, first.optim.precision) == ("cuda", "auto")  # bf16 autocast
+    later = continue_config(gpu, first, first.output_dir / "final", 1)
+    assert (later.model.device, later.optim.precision) == ("cuda", "auto")
+    for bad in ("gpu", "cuda:0", "mps"):
+        with pytest.raises(ConfigError, match="use 'cpu' or 'cuda'"):
+            dataclasses.replace(MINI, train_device=bad)
+
+
+def test_a_work_folder_refuses_another_recipe_but_not_another_device(tmp_path):
+    from engine.demo.build import check_work_recipe
+
+    check_work_recipe(MINI, tmp_path)  # first use: recorded
+    assert json.loads((tmp_path / "recipe.json").read_text())["steps"] == MINI.steps
+    check_work_recipe(MINI, tmp_path)
+    check_work_recipe(dataclasses.replace(MINI, train_device="cuda"), tmp_path)  # resumable
+    with pytest.raises(ConfigError, match=r"differs in: continue_stages, steps\); pass a new"):
+        check_work_recipe(scale_steps(MINI, 2), tmp_path)
+    with pytest.raises(ConfigError, match=r"differs in: n_scenes\)"):
+        check_work_recipe(dataclasses.replace(MINI, n_scenes=4), tmp_path)
+
+
 @pytest.mark.parametrize(
     "setting, default, value",
     [("image_positions", "sequence", "shared"), ("image_attention", "causal", "bidirectional")],
@@ -146,12 +197,33 @@ def test_a_stage_can_switch_image_token_settings_for_itself_and_the_stages_after
         ContinueStage(2, 5e-4, **{setting: "2d"})
 
 
+def _mini_build(tmp_path, recipe):
+    from engine.demo.build import build_demo
+
+    out, work = tmp_path / "demo", tmp_path / "work"
+    return build_demo(out, work, recipe, ablations=False), work
+
+
+@pytest.mark.gpu
+def test_mini_build_trains_on_cuda(tmp_path):
+    from engine.demo.manifest import read_demo_manifest
+
+    manifest_path, work = _mini_build(tmp_path, dataclasses.replace(MINI, train_device="cuda"))
+    data = json.loads(manifest_path.read_text())
+    assert data["training"]["full_cont3"]["step"] == 1
+    assert (
+        json.loads((work / "runs" / "full" / "train_config.json").read_text())["model"]["device"]
+        == "cuda"
+    )
+    read_demo_manifest(manifest_path)
+
+
 def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
     from engine.demo.build import build_demo
     from engine.demo.manifest import load_demo_engine, read_demo_manifest
 
-    out, work = tmp_path / "demo", tmp_path / "work"
-    manifest_path = build_demo(out, work, MINI, ablations=False)
+    out = tmp_path / "demo"
+    manifest_path, work = _mini_build(tmp_path, MINI)
     data = json.loads(manifest_path.read_text())
     assert (
         data["label"].startswith("GeoLens demo model") and "not for real imagery" in data["label"]
@@ -186,3 +258,5 @@ def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
     assert len(answer.evidence) == MINI.top_k  # the demo retriever is wired in
     with pytest.raises(WeightsNotFoundError, match="build the demo"):
         read_demo_manifest(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match="built with another recipe"):  # before any step runs
+        build_demo(out, work, scale_steps(MINI, 2), ablations=False)
