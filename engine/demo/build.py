@@ -268,8 +268,9 @@ def check_work_recipe(recipe: DemoRecipe, work: Path) -> None:
     """Record ``recipe`` in ``work/recipe.json``, or refuse a work folder built with another one.
 
     Every build step skips what already exists, so resuming a folder with, say, longer stages
-    would silently keep the old runs; ``train_device`` may change between sessions (the runs
-    resume on either device)."""
+    would silently keep the old runs. ``train_device`` is not compared, so a build may move to a
+    GPU between sessions (resuming a CPU checkpoint on CUDA has not been run: no GPU yet). A
+    folder from before this check has no record; it is taken as built with ``recipe``."""
     from engine.errors import ConfigError
 
     path = work / RECIPE_FILE
