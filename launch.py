@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     config = launch.app
+    if not config.allow_network_rasters and (os.environ.get("NO_PROXY") or os.environ.get("no_proxy")):
+        log.warning("NO_PROXY is set: GDAL's network guard relies on a proxy setting that libcurl skips for "
+                    "the hosts NO_PROXY lists, so trusted VRTs/WMS files could still reach them; unset NO_PROXY "
+                    "to keep GDAL fully offline")
     print(f"GeoLens: {services.model_status.line}")
     print(f"GeoLens: serving http://{config.host}:{config.port} (Ctrl+C to stop)")
     try:

@@ -22,7 +22,6 @@ from shapely.geometry import box as shapely_box
 from app.errors import UserInputError
 from app.map_view import DrawnRegion
 from app.results import ResultBox, ResultRecord
-from engine.data.synthetic import SCENE_CLASSES
 from engine.types import Answer, BoxPx, Task
 
 if TYPE_CHECKING:
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LABELS",
-    "DEMO_LABELS",
     "REGION_CONTEXT",
     "TASK_CHOICES",
     "AskRequest",
@@ -40,6 +38,7 @@ __all__ = [
     "evidence_dicts",
     "parse_labels",
     "prepare_crop",
+    "readable_answer",
     "stream_answer",
 ]
 
@@ -53,7 +52,6 @@ TASK_CHOICES: dict[str, Task] = {
 }
 DEFAULT_LABELS = ("farmland", "forest", "grassland", "residential", "industrial", "river or lake",
                   "parking lot", "airport", "harbor")
-DEMO_LABELS = SCENE_CLASSES  # the demo model's scene classes (synthetic generator)
 REGION_CONTEXT = 2.0  # "Ask about box": the crop shows the box plus this much context (side ratio)
 _NEEDS_QUESTION = {Task.ASK: "a question", Task.GROUND: "what to find (e.g. 'storage tanks')",
                    Task.REGION: "a question about the box"}
@@ -83,9 +81,9 @@ class AskRequest:
             )
         if self.task is Task.REGION and self.region is None:
             raise UserInputError("'Ask about box' needs a box: draw a rectangle on the map first")
-        if self.region is not None and self.region.raster_id not in (None, self.raster_id) \
-                and self.region.space == "pixel":
-            raise UserInputError("the drawn region belongs to another image: draw it again on this one")
+        if self.region is not None and self.region.raster_id not in (None, self.raster_id):
+            raise UserInputError("the drawing was made on another raster than the one selected: "
+                                 "draw the region again on this raster (or select the other raster)")
 
 
 @dataclass(frozen=True)
@@ -206,18 +204,50 @@ def evidence_dicts(answer: Answer) -> tuple[dict[str, Any], ...]:
                  for e in answer.evidence)
 
 
+def _count_phrase(n: int, phrase: str) -> str:
+    """``3 storage tanks`` / ``1 storage tank`` / ``no storage tanks`` for what was asked for."""
+    phrase = " ".join(phrase.strip().rstrip("?.!").split())
+    for article in ("the ", "a ", "an ", "all ", "any "):
+        if phrase.lower().startswith(article):
+            phrase = phrase[len(article):]
+            break
+    if n == 1 and phrase.endswith("s") and not phrase.endswith("ss"):
+        phrase = phrase[:-1]
+    return f"{n if n else 'No'} {phrase}"
+
+
+DEMO_REAL_NOTE = ("Note: this is GeoLens's demo model, trained only on synthetic scenes; its answers "
+                  "about real imagery are not reliable. Start GeoLens with --model for a real model.")
+
+
+def readable_answer(task: Task, question: str | None, answer: Answer, *, demo_on_real: bool = False) -> str:
+    """The answer as the analyst reads it: a grounding answer says what was found ("2 storage
+    tanks (boxes on the map)") instead of raw box coordinates; ``demo_on_real`` adds the note that
+    the demo model does not know real imagery."""
+    text = answer.text.strip()
+    if task is Task.GROUND:
+        n = len(answer.boxes_px)
+        what = _count_phrase(n, question or "objects")
+        text = f"{what} found (boxes on the map)." if n else f"{what} found in this region."
+    if demo_on_real:
+        text = f"{text}\n\n{DEMO_REAL_NOTE}"
+    return text
+
+
 def build_record(raster: Raster, request: AskRequest, prepared: PreparedCrop, answer: Answer,
-                 model: str, adapter: str | None) -> ResultRecord:
+                 model: str, adapter: str | None, *, demo_on_real: bool = False) -> ResultRecord:
     """The stored result of one answer (region + boxes)."""
     w = prepared.crop.window
     window = {"col_off": int(w.col_off), "row_off": int(w.row_off),
               "width": int(w.width), "height": int(w.height)}
     return ResultRecord(
-        task=request.task.value, question=request.question or None, answer=answer.text,
+        task=request.task.value, question=request.question or None,
+        answer=readable_answer(request.task, request.question, answer, demo_on_real=demo_on_real),
         model=answer.model or model, adapter=answer.adapter or adapter, raster=str(raster.path),
         window=window, region=prepared.region_geometry, coordinate_space=prepared.coordinate_space,
         crs=raster.crs_label, label=answer.label, boxes=_boxes(prepared, answer),
-        evidence=evidence_dicts(answer),
+        evidence=evidence_dicts(answer), whole_raster=request.region is None,
+        model_output=answer.text if request.task is Task.GROUND or demo_on_real else None,
     )
 
 

@@ -15,7 +15,15 @@ flag                   environment             meaning
 --host HOST            GEOLENS_HOST            bind address (default 127.0.0.1)
 --port N               GEOLENS_PORT            port (default 7860)
 --device D             GEOLENS_DEVICE          ``auto``, ``cuda`` or ``cpu``
---auth USER:PASS       GEOLENS_AUTH            login; required when binding beyond loopback
+--auth USER:PASS       GEOLENS_AUTH            one login (visible in ``ps``: prefer the env var or a file)
+--auth-file FILE       GEOLENS_AUTH_FILE       logins, one USER:PASS per line (several analysts)
+--data-dir DIR (rep.)  GEOLENS_DATA_DIR        folders open-by-path may read (required off loopback)
+--trusted-dir DIR      GEOLENS_TRUSTED_DIR     folders whose rasters may use any GDAL driver (VRT)
+--allowed-host NAME    GEOLENS_ALLOWED_HOST    extra Host names the server answers to (rebinding guard)
+--allow-network-rasters GEOLENS_ALLOW_NETWORK  let GDAL read URLs (/vsicurl, http://) of trusted rasters
+--max-upload-mb N      GEOLENS_MAX_UPLOAD_MB   largest upload (default 4096)
+--max-question-chars N GEOLENS_MAX_QUESTION_CHARS longest question (default 2000)
+--max-answer-tokens N  GEOLENS_MAX_ANSWER_TOKENS  longest answer in tokens (default: the model's, 256)
 --point-size-m M       GEOLENS_POINT_SIZE_M    ground size a clicked point asks about (demo model: 64 m)
 --max-crop-px N        GEOLENS_MAX_CROP_PX     longest side of the image handed to the model
 --no-basemaps          GEOLENS_BASEMAPS=0      hide the optional online basemaps entirely
@@ -25,8 +33,10 @@ flag                   environment             meaning
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -50,7 +60,10 @@ __all__ = [
     "engine_config_for",
     "is_loopback",
     "parse_launch_config",
+    "read_logins",
 ]
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "GEOLENS_"
 BACKBONES = BACKBONE_NAMES
@@ -61,7 +74,7 @@ _FALSE = ("0", "false", "no", "off")
 
 @dataclass(frozen=True)
 class Auth:
-    """Login for the app (Gradio basic auth); the password never appears in ``repr``."""
+    """One login for the app (HTTP basic auth); the password never appears in ``repr``."""
 
     username: str
     password: str = field(repr=False)
@@ -77,6 +90,29 @@ class Auth:
         if not sep:
             raise AppConfigError("--auth must look like USER:PASS (no ':' found); e.g. --auth analyst:s3cret")
         return cls(user, password)
+
+
+def read_logins(path: Path) -> tuple[Auth, ...]:
+    """Logins from a file with one ``USER:PASS`` per line (``#`` comments and blank lines skipped)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AppConfigError(f"cannot read the login file {str(path)!r}: {exc}") from None
+    logins = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            logins.append(Auth.parse(line))
+        except AppConfigError as exc:
+            raise AppConfigError(f"{path}, line {n}: {exc}") from None
+    if not logins:
+        raise AppConfigError(f"the login file {str(path)!r} holds no USER:PASS line")
+    users = [a.username for a in logins]
+    if len(set(users)) != len(users):
+        raise AppConfigError(f"the login file {str(path)!r} names a user twice; each user needs one line")
+    return tuple(logins)
 
 
 @dataclass(frozen=True)
@@ -110,11 +146,28 @@ class AppConfig:
     workspace: Path = Path("workspace")
     host: str = "127.0.0.1"
     port: int = 7860
-    auth: Auth | None = None
+    logins: tuple[Auth, ...] = ()
     point_size_m: float = 100.0
     max_crop_px: int = 1024
     basemaps: bool = True
     use_demo_raster: bool = False
+    data_dirs: tuple[Path, ...] = ()
+    trusted_dirs: tuple[Path, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    allow_network_rasters: bool = False
+    max_upload_mb: int = 4096
+    max_question_chars: int = 2000
+    max_answer_tokens: int | None = None
+
+    @property
+    def on_network(self) -> bool:
+        """True when the server is reachable from other machines (not bound to loopback)."""
+        return not is_loopback(self.host)
+
+    @property
+    def multi_user(self) -> bool:
+        """True when several logins exist: answers are kept per analyst."""
+        return len(self.logins) > 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -123,12 +176,21 @@ class AppConfig:
             raise AppConfigError(f"--point-size-m must be a positive number of metres, got {self.point_size_m}")
         if self.max_crop_px < 32:
             raise AppConfigError(f"--max-crop-px must be at least 32, got {self.max_crop_px}")
-        if not is_loopback(self.host) and self.auth is None:
+        if not is_loopback(self.host) and not self.logins:
             raise AppConfigError(
                 f"refusing to serve on {self.host!r} without a login: anyone on the network could "
-                f"read your rasters and results. Add --auth USER:PASS (or GEOLENS_AUTH), or bind "
+                f"read your rasters and results. Add logins with --auth-file FILE (lines USER:PASS) "
+                f"or GEOLENS_AUTH=USER:PASS (--auth USER:PASS works too but shows in `ps`), or bind "
                 f"--host 127.0.0.1"
             )
+        for name in ("max_upload_mb", "max_question_chars"):
+            if getattr(self, name) < 1:
+                raise AppConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_answer_tokens is not None and self.max_answer_tokens < 1:
+            raise AppConfigError(f"--max-answer-tokens must be at least 1, got {self.max_answer_tokens}")
+        for d in (*self.data_dirs, *self.trusted_dirs):
+            if not d.is_dir():
+                raise AppConfigError(f"--data-dir/--trusted-dir {str(d)!r} is not a folder; create it or fix the path")
 
 
 @dataclass(frozen=True)
@@ -187,7 +249,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: 7860)")
     p.add_argument("--device", choices=DEVICES, help="where the model runs (default: auto)")
-    p.add_argument("--auth", metavar="USER:PASS", help="login; required for a non-loopback --host")
+    p.add_argument("--auth", metavar="USER:PASS", help="one login (shows in `ps`: prefer GEOLENS_AUTH or --auth-file)")
+    p.add_argument("--auth-file", metavar="FILE", help="logins, one USER:PASS per line; required (or --auth) for a non-loopback --host")
+    p.add_argument("--data-dir", action="append", metavar="DIR", help="folder that open-by-path may read (repeatable; required for open-by-path on a non-loopback --host)")
+    p.add_argument("--trusted-dir", action="append", metavar="DIR", help="folder whose rasters may use any GDAL driver, VRT included (repeatable)")
+    p.add_argument("--allowed-host", action="append", metavar="NAME", help="host name the server answers to besides loopback names (repeatable)")
+    p.add_argument("--allow-network-rasters", action="store_true", default=None, help="let GDAL read URLs (/vsicurl/, http://) for trusted rasters")
+    p.add_argument("--max-upload-mb", type=int, metavar="N", help="largest upload in MB (default: 4096)")
+    p.add_argument("--max-question-chars", type=int, metavar="N", help="longest question (default: 2000)")
+    p.add_argument("--max-answer-tokens", type=int, metavar="N", help="longest answer in tokens (default: the model's)")
     p.add_argument("--point-size-m", type=float, metavar="M", help="ground size asked about for a clicked point (default: 100; 64 with the demo model)")
     p.add_argument("--max-crop-px", type=int, metavar="N", help="longest side of the crop sent to the model (default: 1024)")
     p.add_argument("--no-basemaps", action="store_true", default=None, help="do not offer online basemaps at all")
@@ -268,7 +338,7 @@ def parse_launch_config(
     env = _Env(environ)
     raster_env = env.text("RASTER")
     rasters = args.raster or ([r for r in raster_env.split(os.pathsep) if r] if raster_env else [])
-    auth_text = _first(args.auth, env.text("AUTH"))
+    logins = _logins(args, env)
     spec = _model_spec(args, env, demo_manifest)
     basemaps_off = args.no_basemaps or env.flag("BASEMAPS") is False
     app = AppConfig(
@@ -276,12 +346,41 @@ def parse_launch_config(
         workspace=Path(_first(args.workspace, env.text("WORKSPACE"), "workspace")).expanduser(),
         host=_first(args.host, env.text("HOST"), "127.0.0.1"),
         port=_first(args.port, env.number("PORT", int), 7860),
-        auth=Auth.parse(auth_text) if auth_text else None,
+        logins=logins,
         point_size_m=_first(
             args.point_size_m, env.number("POINT_SIZE_M", float), _default_point_size_m(spec)
         ),
         max_crop_px=_first(args.max_crop_px, env.number("MAX_CROP_PX", int), 1024),
         basemaps=not basemaps_off,
         use_demo_raster=not rasters,
+        data_dirs=_dirs(args.data_dir, env.text("DATA_DIR")),
+        trusted_dirs=_dirs(args.trusted_dir, env.text("TRUSTED_DIR")),
+        allowed_hosts=tuple(h.strip().lower() for h in (args.allowed_host or (env.text("ALLOWED_HOST") or "").split(","))
+                            if h.strip()),
+        allow_network_rasters=bool(args.allow_network_rasters or env.flag("ALLOW_NETWORK")),
+        max_upload_mb=_first(args.max_upload_mb, env.number("MAX_UPLOAD_MB", int), 4096),
+        max_question_chars=_first(args.max_question_chars, env.number("MAX_QUESTION_CHARS", int), 2000),
+        max_answer_tokens=_first(args.max_answer_tokens, env.number("MAX_ANSWER_TOKENS", int)),
     )
-    return LaunchConfig(app=app, model=spec, engine=engine_config_for(spec))
+    engine = engine_config_for(spec)
+    if engine is not None and app.max_answer_tokens is not None:
+        engine = dataclasses.replace(engine, generation=dataclasses.replace(
+            engine.generation, max_new_tokens=app.max_answer_tokens))
+    return LaunchConfig(app=app, model=spec, engine=engine)
+
+
+def _dirs(flag_values: list[str] | None, env_value: str | None) -> tuple[Path, ...]:
+    values = flag_values or ([v for v in env_value.split(os.pathsep) if v] if env_value else [])
+    return tuple(Path(v).expanduser().resolve() for v in values)
+
+
+def _logins(args: argparse.Namespace, env: _Env) -> tuple[Auth, ...]:
+    """Logins from --auth-file / GEOLENS_AUTH_FILE, else --auth / GEOLENS_AUTH."""
+    path = _first(args.auth_file, env.text("AUTH_FILE"))
+    if path is not None:
+        return read_logins(Path(path).expanduser())
+    if args.auth:
+        log.warning("--auth puts the password on the command line, where `ps` shows it to every "
+                    "user of this machine; use GEOLENS_AUTH=USER:PASS or --auth-file FILE instead")
+    text = _first(args.auth, env.text("AUTH"))
+    return (Auth.parse(text),) if text else ()

@@ -5,7 +5,9 @@ member, exterior rings counter-clockwise and holes clockwise, 7 decimals, polygo
 antimeridian (all done by :func:`tiles.to_feature`). Results on plain images have no map
 position: they go to a separate ``*_pixel.geojson`` in raster pixels (x right, y down) where the
 collection and every Feature say ``"coordinate_space": "pixel"`` (and ``image``), so nobody
-mistakes them for degrees. Files are written atomically by :func:`tiles.write_geojson`.
+mistakes them for degrees. Features name their raster by file name only (``raster``): the
+server path stays in the workspace's results store. Files are written atomically by
+:func:`tiles.write_geojson`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ __all__ = ["export_feature_collection", "export_results"]
 def _exported_feature(feature: Mapping[str, Any]) -> dict[str, Any]:
     props = dict(feature["properties"])
     space = props.get("coordinate_space", "lonlat")
-    image = Path(str(props.get("raster", ""))).name if space == "pixel" else None
+    props["raster"] = Path(str(props.get("raster", ""))).name
+    image = props["raster"] if space == "pixel" else None
     out = to_feature(feature["geometry"], props, coordinate_space=space, image=image)
     if "id" in feature:
         out = {"type": "Feature", "id": feature["id"], "geometry": out["geometry"],

@@ -9,6 +9,7 @@ raised as the package's own exceptions (``AppError``, ``tiles.TilesError``,
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from app.asking import AskRequest, build_record, evidence_dicts, prepare_crop, s
 from app.errors import NoModelError, UserInputError
 from app.export import export_results as write_exports
 from app.map_view import drawn_region, map_raster, map_value
-from app.results import ResultRecord
+from app.results import ResultQuery, ResultRecord
 from app.services import AppServices
 from engine.types import Answer
 
@@ -33,11 +34,17 @@ __all__ = [
     "clear_results",
     "delete_results",
     "export_results",
+    "TablePage",
+    "close_raster",
+    "map_features",
     "map_update",
     "open_raster_path",
     "open_raster_upload",
+    "start_open_path",
+    "start_open_upload",
     "raster_choices",
     "region_summary",
+    "results_page",
     "results_rows",
     "selected_ids",
     "toggle_selected",
@@ -45,8 +52,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".png", ".jpg", ".jpeg")
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".png", ".jpg", ".jpeg", ".webp")
 RESULT_COLUMNS = ["✓", "id", "created (UTC)", "task", "question", "answer", "boxes", "raster"]
+PAGE_SIZE = 50  # rows of the results table per page
+MAP_RESULTS_LIMIT = 1000  # answers the map draws in one view at most (newest first)
 POINT_SIZE_PX = 256.0  # a clicked point on a plain image asks about this many pixels square
 
 
@@ -61,16 +70,26 @@ def raster_choices(services: AppServices) -> list[tuple[str, str]]:
     return out
 
 
-def open_raster_path(services: AppServices, path_text: str | None) -> str:
-    """Open a raster by its path on this machine; returns its catalog id."""
+def _path_typed(path_text: str | None) -> Path:
     text = (path_text or "").strip().strip('"').strip("'")
     if not text:
         raise UserInputError("type the path of a raster file first (GeoTIFF, JP2, PNG or JPEG)")
-    return services.catalog.open(Path(text).expanduser())
+    return Path(text).expanduser()
 
 
-def open_raster_upload(services: AppServices, upload_path: str | None) -> str:
-    """Keep an uploaded raster in ``<workspace>/uploads`` and open it; returns its catalog id."""
+def start_open_path(services: AppServices, path_text: str | None):
+    """Start opening a raster by its path on this machine (``tiles.OpenJob``: a big raster's
+    map copy is built in the background with progress and cancel). The path is untrusted: only
+    safe GDAL formats, and only inside ``--data-dir`` folders when those are set."""
+    return services.catalog.start_open(_path_typed(path_text), trusted=False)
+
+
+def open_raster_path(services: AppServices, path_text: str | None) -> str:
+    """Open a raster by its path on this machine; returns its catalog id."""
+    return start_open_path(services, path_text).result()
+
+
+def _keep_upload(services: AppServices, upload_path: str | None) -> Path:
     if not upload_path:
         raise UserInputError("no file was uploaded")
     source = Path(upload_path)
@@ -86,7 +105,25 @@ def open_raster_upload(services: AppServices, upload_path: str | None) -> str:
         n += 1
     if not target.exists():
         shutil.copyfile(source, target)
-    return services.catalog.open(target)
+    return target
+
+
+def start_open_upload(services: AppServices, upload_path: str | None):
+    """Keep an uploaded raster in ``<workspace>/uploads`` and start opening it (untrusted); a
+    refused upload is deleted again (a hostile file has no reason to stay on disk)."""
+    from tiles import TilesError
+
+    kept = _keep_upload(services, upload_path)
+    try:
+        return services.catalog.start_open(kept, trusted=False)
+    except TilesError:
+        kept.unlink(missing_ok=True)
+        raise
+
+
+def open_raster_upload(services: AppServices, upload_path: str | None) -> str:
+    """Keep an uploaded raster in ``<workspace>/uploads`` and open it; returns its catalog id."""
+    return start_open_upload(services, upload_path).result()
 
 
 # -- map ---------------------------------------------------------------------------------------
@@ -100,20 +137,63 @@ def selected_ids(value: Mapping[str, Any] | None) -> list[str]:
 
 def map_update(services: AppServices, active_id: str | None, preset: str | None,
                previous: Mapping[str, Any] | None = None, *, selected: Sequence[str] | None = None,
-               fit: bool = False) -> dict[str, Any]:
-    """The map value for the current rasters and results; keeps the browser's drawing."""
+               fit: bool = False, focus_result: str | None = None) -> dict[str, Any]:
+    """The map value for the current rasters; keeps the browser's drawing. Results are not in
+    it: the map fetches them from ``/results/features`` when ``results_seq`` changes or it moves.
+    ``focus_result`` zooms the map to that answer."""
     rasters = [map_raster(r, preset if r.raster_id == active_id else None)
                for r in services.catalog_list()]
     known = {r.id for r in rasters}
     active = active_id if active_id in known else (rasters[0].id if rasters else None)
     previous = previous if isinstance(previous, Mapping) else {}
     chosen = selected_ids(previous) if selected is None else list(selected)
-    stored = services.store.features()
-    existing = {f["properties"]["result_id"] for f in stored}
+    known_ids = services.store.known(chosen) if chosen else set()
+    chosen = [c for c in chosen if c in known_ids]
     fit_seq = int(previous.get("fit_seq", 0) or 0) + (1 if fit else 0)
-    return map_value(rasters, active, stored, selected=[s for s in chosen if s in existing],
+    focus = previous.get("focus") if isinstance(previous.get("focus"), Mapping) else None
+    if focus_result is not None:
+        found = services.store.bounds(focus_result)
+        if found is not None:
+            space, (x0, y0, x1, y1) = found
+            seq = int(focus["seq"]) + 1 if focus else 1
+            focus = {"space": space, "bounds": [[y0, x0], [y1, x1]] if space == "lonlat" else [[-y1, x0], [-y0, x1]],
+                     "seq": seq}
+    return map_value(rasters, active, results_seq=services.store.version, selected=chosen,
                      basemaps=services.basemaps, point_size_m=services.config.point_size_m,
-                     fit_seq=fit_seq, previous=previous)
+                     fit_seq=fit_seq, focus=focus, previous=previous)
+
+
+def _parse_bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"bbox must be four numbers x0,y0,x1,y1, got {text[:80]!r}") from None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[0] > values[2] \
+            or values[1] > values[3]:
+        raise ValueError(f"bbox must be four finite numbers x0,y0,x1,y1 with x0<=x1, y0<=y1, got {text[:80]!r}")
+    return values  # type: ignore[return-value]
+
+
+def map_features(services: AppServices, *, bbox: str, space: str = "lonlat", raster_id: str | None = None,
+                 limit: int = MAP_RESULTS_LIMIT, owner: str | None = None) -> dict[str, Any]:
+    """What the map draws for a view: a FeatureCollection of the newest answers (at most
+    ``limit``) whose boxes meet ``bbox`` (lon/lat, or raster pixels of ``raster_id``), with
+    ``shown`` and ``total`` answers in view. Properties name the raster file, not its path."""
+    if space not in ("lonlat", "pixel"):
+        raise ValueError(f"space must be 'lonlat' or 'pixel', got {space!r}")
+    if not 1 <= limit <= 5000:
+        raise ValueError(f"limit must be 1..5000, got {limit}")
+    box = _parse_bbox(bbox)
+    raster_path = None
+    if space == "pixel":
+        if not raster_id:
+            raise ValueError("pixel-space results need the raster id (raster=...)")
+        raster_path = str(services.raster(raster_id).path)
+    view = services.store.in_view(box, space, raster=raster_path, owner=owner, limit=limit)
+    for f in view.features:
+        f["properties"]["raster"] = Path(str(f["properties"].get("raster", ""))).name
+        f["properties"].pop("evidence", None)
+    return {"type": "FeatureCollection", "features": view.features, "shown": view.shown, "total": view.total}
 
 
 def region_summary(services: AppServices, raster_id: str | None, value: Mapping[str, Any] | None) -> str:
@@ -143,16 +223,45 @@ def toggle_selected(selected: Sequence[str], result_id: str) -> list[str]:
     return [s for s in chosen if s != result_id] if result_id in chosen else [*chosen, result_id]
 
 
-def results_rows(services: AppServices, selected: Sequence[str] = ()) -> list[list[Any]]:
-    """Rows of the results history table, newest first (columns: :data:`RESULT_COLUMNS`)."""
+@dataclass(frozen=True)
+class TablePage:
+    """The results table as shown: its rows and a line such as "Results 1–50 of 100,000"."""
+
+    rows: list[list[Any]]
+    line: str
+    offset: int
+    total: int
+
+
+def results_page(services: AppServices, selected: Sequence[str] = (), *, offset: int = 0,
+                 raster_id: str | None = None, task: str | None = None, owner: str | None = None) -> TablePage:
+    """One page of the results history, newest first, filtered by raster (catalog id) and task."""
+    raster = str(services.raster(raster_id).path) if raster_id else None
+    offset = max(0, int(offset))
+    page = services.store.page(ResultQuery(owner=owner, raster=raster, task=task or None, offset=offset,
+                                           limit=PAGE_SIZE))
+    if page.total and offset >= page.total:  # past the end (after deletes): show the last page
+        offset = (page.total - 1) // PAGE_SIZE * PAGE_SIZE
+        page = services.store.page(ResultQuery(owner=owner, raster=raster, task=task or None,
+                                               offset=offset, limit=PAGE_SIZE))
     chosen = set(selected)
     rows = []
-    for s in reversed(services.store.summaries()):
+    for s in page.rows:
         answer = s.answer if len(s.answer) <= 160 else s.answer[:157] + "…"
         space = "" if s.coordinate_space == "lonlat" else " (pixel)"
         rows.append(["✓" if s.result_id in chosen else "", s.result_id, s.created_at.replace("T", " ").rstrip("Z"),
                      s.task, s.question, answer, s.n_boxes, Path(s.raster).name + space])
-    return rows
+    if page.total == 0:
+        line = "No results yet." if raster is None and not task else "No results match the filter."
+    else:
+        line = f"Results {offset + 1:,}–{offset + len(rows):,} of {page.total:,}"
+        line += f" · {len(chosen)} selected" if chosen else ""
+    return TablePage(rows=rows, line=line, offset=offset, total=page.total)
+
+
+def results_rows(services: AppServices, selected: Sequence[str] = (), owner: str | None = None) -> list[list[Any]]:
+    """Rows of the first page of the results history, newest first (columns: :data:`RESULT_COLUMNS`)."""
+    return results_page(services, selected, owner=owner).rows
 
 
 # -- asking ------------------------------------------------------------------------------------
@@ -168,12 +277,19 @@ class AskProgress:
 
 
 def ask(services: AppServices, request: AskRequest,
-        should_stop: Callable[[], bool] | None = None) -> Iterator[AskProgress]:
+        should_stop: Callable[[], bool] | None = None, owner: str | None = None) -> Iterator[AskProgress]:
     """Run one request: crop, stream the engine's answer, store the result (last update).
 
     ``should_stop`` is polled before the work starts and after every streamed piece; when it
-    says so, generation ends at once and the partial answer is not stored.
+    says so, generation ends at once and the partial answer is not stored. ``owner`` is the
+    analyst the result belongs to (several logins), None otherwise.
     """
+    limit = services.config.max_question_chars
+    if len(request.question or "") > limit:
+        raise UserInputError(f"the question is {len(request.question or ''):,} characters long; the limit is "
+                             f"{limit:,} (--max-question-chars). Shorten it.")
+    if sum(len(label) for label in request.labels) > limit:
+        raise UserInputError(f"the labels are longer than {limit:,} characters together; use fewer or shorter labels")
     if services.engine is None:
         raise NoModelError(
             "no model is loaded, so questions cannot be answered; restart with --model PATH "
@@ -205,24 +321,28 @@ def ask(services: AppServices, request: AskRequest,
     if answer is None:
         raise RuntimeError("the engine's stream ended without a final Answer")
     status = services.model_status
-    record = build_record(raster, request, prepared, answer, model=status.name or "", adapter=status.adapter)
-    services.store.append(record)
+    demo_on_real = status.is_demo and not services.is_demo_raster(raster)
+    record = build_record(raster, request, prepared, answer, model=status.name or "", adapter=status.adapter,
+                          demo_on_real=demo_on_real)
+    services.store.append(record, owner=owner)
     log.info("stored result %s (%s, %d boxes)", record.result_id, record.task, len(record.boxes))
-    yield AskProgress(text=answer.text, evidence=evidence_dicts(answer), record=record)
+    yield AskProgress(text=record.answer, evidence=evidence_dicts(answer), record=record)
 
 
 class AskControl:
     """Per-session stop switch (cooperative cancellation of answers).
 
-    Each click on Ask takes a ticket (:meth:`request`); Stop (:meth:`stop`) stops every ticket
-    taken so far, running or still queued; :meth:`is_stopped` is what :func:`ask` polls.
-    Thread-safe. A deep copy (Gradio copies a ``gr.State`` default per session) is a fresh switch.
+    Each click on Ask takes a ticket (:meth:`request`) and gives it back when its answer ends
+    (:meth:`finish`); Stop (:meth:`stop`) stops every ticket taken so far, running or still
+    queued; :meth:`is_stopped` is what :func:`ask` polls. Thread-safe. A deep copy (Gradio
+    copies a ``gr.State`` default per session) is a fresh switch.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requested = 0
         self._stopped_upto = 0
+        self._open: set[int] = set()
 
     def __deepcopy__(self, memo: dict) -> AskControl:
         return AskControl()
@@ -230,12 +350,24 @@ class AskControl:
     def request(self) -> int:
         with self._lock:
             self._requested += 1
+            self._open.add(self._requested)
             return self._requested
 
-    def stop(self) -> bool:
-        """Stop all tickets so far; True when one was still outstanding."""
+    def finish(self, ticket: int | None) -> None:
+        """The answer of ``ticket`` ended (answered, stopped or failed)."""
         with self._lock:
-            outstanding = self._stopped_upto < self._requested
+            self._open.discard(ticket or 0)
+
+    @property
+    def running(self) -> bool:
+        """True while an answer of this session is queued or running."""
+        with self._lock:
+            return any(t > self._stopped_upto for t in self._open)
+
+    def stop(self) -> bool:
+        """Stop all tickets so far; True when one was still queued or running."""
+        with self._lock:
+            outstanding = any(t > self._stopped_upto for t in self._open)
             self._stopped_upto = self._requested
             return outstanding
 
@@ -245,27 +377,39 @@ class AskControl:
 
 
 # -- results -----------------------------------------------------------------------------------
-def delete_results(services: AppServices, result_ids: Sequence[str]) -> str:
-    """Delete the given answers; returns a status line."""
+def delete_results(services: AppServices, result_ids: Sequence[str], owner: str | None = None) -> str:
+    """Delete the given answers (only ``owner``'s own and shared ones); returns a status line."""
     if not result_ids:
         raise UserInputError("nothing is selected: click rows of the results table (or Select in a map popup) first")
-    n = services.store.delete(result_ids)
-    return f"Deleted {n} result{'s' if n != 1 else ''}."
+    n = services.store.delete(result_ids, owner=owner)
+    kept = len(set(result_ids)) - n
+    line = f"Deleted {n} result{'s' if n != 1 else ''}."
+    return line + (f" {kept} selected result(s) were not yours or no longer exist and were kept." if kept else "")
 
 
-def export_results(services: AppServices, result_ids: Sequence[str] | None = None) -> tuple[Path, ...]:
+def export_results(services: AppServices, result_ids: Sequence[str] | None = None,
+                   owner: str | None = None) -> tuple[Path, ...]:
     """GeoJSON file(s) of all results (``None``) or of the given answers, in the workspace."""
     if result_ids is not None and not result_ids:
         raise UserInputError("nothing is selected to export: select results, or export all")
-    features = services.store.features(result_ids)
+    features = services.store.features(result_ids, owner=owner)
     if not features:
         raise UserInputError("there are no results to export yet: ask a question first")
     return write_exports(features, services.exports_dir)
 
 
-def clear_results(services: AppServices) -> str:
-    """Remove all results (the old file is kept in the workspace); returns a status line."""
-    archive = services.store.clear()
+def clear_results(services: AppServices, owner: str | None = None) -> str:
+    """Remove all (of ``owner``'s) results, kept in a GeoJSON file in the workspace first."""
+    archive = services.store.clear(owner=owner)
     if archive is None:
         return "There were no results to clear."
-    return f"Cleared all results; the previous file is kept as {archive}."
+    return f"Cleared all results; they are kept as {archive.name} in the workspace."
+
+
+def close_raster(services: AppServices, raster_id: str | None) -> str:
+    """Remove a raster from the open rasters (its file and its results stay); a status line."""
+    if not raster_id:
+        raise UserInputError("no raster is selected to close")
+    name = services.raster(raster_id).name
+    services.catalog.close(raster_id)
+    return f"Closed {name}; its results stay in the history."

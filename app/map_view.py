@@ -3,10 +3,13 @@
 The component's value is one JSON object shared by Python and the browser
 (``assets/map/map.js`` documents the JavaScript side):
 
-* Python writes ``rasters`` (:class:`MapRaster` dicts), ``active`` (catalog id), ``results``
-  (the stored FeatureCollection), ``selected`` (result ids), ``basemaps`` (:class:`Basemap`
-  dicts, fetched only when the analyst turns one on), ``point_size_m`` and ``fit_seq`` (bump it
-  to zoom to the active raster).
+* Python writes ``rasters`` (:class:`MapRaster` dicts), ``active`` (catalog id),
+  ``results_seq`` (the results store's version: when it changes, the map fetches the results
+  in view again from ``/results/features``; stored results never travel in this value, so its
+  size does not grow with the history), ``selected`` (result ids), ``basemaps``
+  (:class:`Basemap` dicts, fetched only when the analyst turns one on), ``point_size_m``,
+  ``fit_seq`` (bump it to zoom to the active raster) and ``focus`` (``{space, bounds, seq}``:
+  zoom to one result).
 * The browser writes ``drawn`` (the region the analyst drew, a GeoJSON Feature, see
   :class:`DrawnRegion`) and ``drawn_seq``; each write fires the component's ``change`` event.
   A result popup's Select button fires the custom event ``result_toggle`` with ``result_id``
@@ -99,13 +102,12 @@ class MapRaster:
     ``kind`` "lonlat": Web Mercator tiles; ``kind`` "pixel": a plain image on a Leaflet
     CRS.Simple map where (lat, lng) = (-row, col) (:mod:`tiles.pixelspace`). ``tile_options``
     are the ``L.tileLayer`` options (``bounds`` as ``[[south, west], [north, east]]`` in map
-    coordinates); ``fit_bounds`` is what "zoom to raster" shows. ``source`` is the raster's path
-    as stored in result properties (``raster``), so the map can match pixel results to it.
+    coordinates); ``fit_bounds`` is what "zoom to raster" shows. No server path is sent to
+    the browser: the raster is named by its file name and catalog id only.
     """
 
     id: str
     name: str
-    source: str
     kind: str
     tile_url: str
     tile_options: dict[str, Any]
@@ -146,7 +148,7 @@ def map_raster(raster: Raster, preset: str | None = None) -> MapRaster:
         options = pixel_tile_scheme(raster.width, raster.height).leaflet_options()
         bounds = ((-float(raster.height), 0.0), (0.0, float(raster.width)))
         kind, crs = "pixel", None
-    return MapRaster(id=raster.raster_id, name=raster.name, source=str(raster.path), kind=kind,
+    return MapRaster(id=raster.raster_id, name=raster.name, kind=kind,
                      tile_url=url, tile_options=options, fit_bounds=bounds, crs=crs, preset=preset)
 
 
@@ -183,25 +185,26 @@ def basemap_catalog(names: Sequence[str] = BASEMAP_NAMES) -> tuple[Basemap, ...]
 def map_value(
     rasters: Sequence[MapRaster],
     active_id: str | None,
-    results: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
+    results_seq: int = 0,
     selected: Sequence[str] = (),
     basemaps: Sequence[Basemap] = (),
     point_size_m: float = 100.0,
     fit_seq: int = 0,
+    focus: Mapping[str, Any] | None = None,
     previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The component value Python sends. ``previous`` (the value the browser last sent) keeps
     the analyst's drawing (``drawn``, ``drawn_seq``) so an update never erases it."""
-    features = results["features"] if isinstance(results, Mapping) else list(results)
     value: dict[str, Any] = {
         "rasters": [asdict(r) for r in rasters],
         "active": active_id,
-        "results": {"type": "FeatureCollection", "features": list(features)},
+        "results_seq": int(results_seq),
         "selected": list(selected),
         "basemaps": [asdict(b) for b in basemaps],
         "point_size_m": float(point_size_m),
         "fit_seq": int(fit_seq),
+        "focus": dict(focus) if focus else None,
     }
     previous = previous if isinstance(previous, Mapping) else {}
     value["drawn"] = previous.get("drawn")
@@ -268,5 +271,5 @@ def build_map(value: Mapping[str, Any] | None = None, elem_id: str = "geolens-ma
         head=map_head(),
         apply_default_css=False,
         elem_id=elem_id,
-        min_height=640,
+        min_height=380,
     )

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from engine.engine import Engine
     from tiles import Catalog, Raster
 
-__all__ = ["AppServices", "ModelStatus", "load_engine", "model_status_for", "open_services"]
+__all__ = ["CATALOG_STATE", "AppServices", "ModelStatus", "load_engine", "model_status_for", "open_policy",
+           "open_services"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class AppServices:
         self.basemaps = basemaps
         self.demo = demo
         self.opened_ids: list[str] = []  # rasters opened at start, first is shown first
+        self.notices: list[str] = []  # what the first page should say (rasters not reopened)
 
     @property
     def workspace(self) -> Path:
@@ -112,6 +114,16 @@ class AppServices:
     @property
     def uploads_dir(self) -> Path:
         return self.config.workspace / "uploads"
+
+    def is_demo_raster(self, raster: Raster) -> bool:
+        """True for the built-in demo raster (the demo model knows only such scenes)."""
+        return self.demo is not None and raster.path.resolve() == self.demo.path.resolve()
+
+    def owner_of(self, headers) -> str | None:
+        """The analyst a request belongs to when several logins keep their results apart."""
+        from app.logins import login_of
+
+        return login_of(headers, self.config.logins) if self.config.multi_user else None
 
     def raster(self, raster_id: str) -> Raster:
         """The open raster with this catalog id (``tiles.UnknownRasterError`` otherwise)."""
@@ -142,8 +154,9 @@ class AppServices:
                 log.warning("warm-up tile of %s failed", raster.path, exc_info=True)
 
     def close(self) -> None:
-        """Release every open dataset."""
+        """Release every open dataset and the results database."""
         self.catalog.close_all()
+        self.store.close()
 
     # -- page-level styling (local fonts only: no request leaves the machine) ------------------
     @property
@@ -158,9 +171,35 @@ class AppServices:
     css = """
     #geolens-model-status p { margin: 0; font-size: 0.9em; }
     #geolens-model-status.no-model p { color: #b45309; }
-    .gl-title h1 { margin-bottom: 0; }
+    .gl-title { align-items: baseline; gap: 12px; }
+    .gl-title h1 { margin: 0; font-size: 1.5em; }
+    .gl-title-name { flex: 0 0 auto !important; min-width: 0 !important; width: auto !important; }
+    .gl-side { gap: 8px; }
+    #geolens-status p, #geolens-stop-note p, #geolens-page p { margin: 0; }
     """
     page_head = '<meta name="referrer" content="no-referrer">'
+
+
+CATALOG_STATE = "catalog.json"  # the rasters this workspace has open (ids survive restarts)
+
+
+def open_policy(config: AppConfig):
+    """What analysts may open: safe GDAL formats only (``--trusted-dir`` folders: any driver),
+    GDAL's network off unless ``--allow-network-rasters``, and open-by-path limited to the
+    ``--data-dir`` folders (plus the uploads folder) when they are set, or when the server is
+    reachable from the network (then without ``--data-dir`` only uploads can be opened)."""
+    from tiles import OpenPolicy
+
+    uploads = config.workspace / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    if config.data_dirs:
+        data_dirs = (*config.data_dirs, uploads)
+    elif config.on_network:
+        data_dirs = (uploads,)
+    else:
+        data_dirs = None
+    return OpenPolicy(trusted_dirs=config.trusted_dirs, data_dirs=data_dirs,
+                      allow_network=config.allow_network_rasters)
 
 
 def open_services(launch: LaunchConfig, *, engine: Engine | None = None,
@@ -175,11 +214,14 @@ def open_services(launch: LaunchConfig, *, engine: Engine | None = None,
     config = launch.app
     config.workspace.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(config.workspace / RESULTS_FILENAME)
-    demo = ensure_demo_raster(config.workspace) if config.use_demo_raster else None
-    catalog = Catalog(config.workspace / "cache")
+    demo = ensure_demo_raster() if config.use_demo_raster else None
+    catalog = Catalog(config.workspace / "cache", policy=open_policy(config),
+                      state_path=config.workspace / CATALOG_STATE)
     paths = list(config.rasters) or ([demo.path] if demo else [])
     try:
-        opened_ids = [catalog.open(p) for p in paths]  # bad paths fail before a slow model load
+        problems = catalog.restore()  # rasters opened before a restart keep their ids
+        # The operator's own rasters (command line, demo) are trusted: any GDAL driver.
+        opened_ids = [catalog.open(p, trusted=True) for p in paths]  # bad paths fail before a slow model load
         if engine is None and model_status is None:
             engine, model_status = load_engine(launch.model, launch.engine)
         elif model_status is None:
@@ -191,5 +233,6 @@ def open_services(launch: LaunchConfig, *, engine: Engine | None = None,
     services = AppServices(config=config, catalog=catalog, store=store, engine=engine,
                            model_status=model_status, basemaps=basemaps, demo=demo)
     services.opened_ids = opened_ids
+    services.notices = [str(p) for p in problems]
     services.warm_up()
     return services

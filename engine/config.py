@@ -11,7 +11,8 @@ Nothing here imports torch: ``import engine`` stays cheap.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from engine.errors import ConfigError
@@ -19,8 +20,6 @@ from engine.errors import ConfigError
 __all__ = [
     "BACKBONE_NAMES",
     "DEFAULT_MODEL_PATHS",
-    "IMAGE_ATTENTION",
-    "IMAGE_POSITIONS",
     "EngineConfig",
     "ExpertConfig",
     "GenerationConfig",
@@ -29,6 +28,7 @@ __all__ = [
     "PrompterConfig",
     "QuantConfig",
     "RetrievalConfig",
+    "build_config",
 ]
 
 # Registry of backbone names (implementations live in engine.model.backbones, imported lazily).
@@ -41,11 +41,6 @@ DEFAULT_MODEL_PATHS = {
 }
 
 DEVICES = ("auto", "cuda", "cpu")
-# RoPE positions of image tokens (paper backbone): one per token, or one shared per image
-IMAGE_POSITIONS = ("sequence", "shared")
-# How image tokens attend to each other in the LLM (paper backbone): causally like text, or all
-# tokens of one image to all others (text stays causal)
-IMAGE_ATTENTION = ("causal", "bidirectional")
 QUANT_MODES = ("auto", "nf4", "none")
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
 EXPERT_ACTIVATIONS = ("gelu", "silu", "identity")
@@ -66,6 +61,18 @@ def _positive_int(name: str, value: object) -> None:
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     _need(value in allowed, f"{name}={value!r} is not supported; use one of: {', '.join(allowed)}")
+
+
+def build_config(cls, data: object, where: str):
+    """``cls(**data)`` for a parsed file's mapping, unknown and missing keys reported by name."""
+    _need(isinstance(data, Mapping), f"{where} must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    _need(not unknown, f"unknown key(s) {unknown} in {where}; known keys: {sorted(names)}")
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -270,14 +277,9 @@ class EngineConfig:
     ``model_path`` is a local directory, the directory must hold ``llm/`` and ``vision/``.
     ``level_layers``: 1-based vision encoder blocks whose outputs are the L level features
     (``None`` = about 1/3, 2/3 and the last block). ``adapter_path``: a directory written by
-    :func:`engine.model.adapter.save_adapter`; ``None`` runs the backbone zero-shot.
-    ``image_positions`` (``paper`` only): ``"sequence"`` gives every image token its own 1D RoPE
-    position, ``"shared"`` gives all of an image's tokens one position
-    (:func:`engine.model.backbones.base.shared_image_positions`); an adapter's manifest fixes it.
-    ``image_attention`` (``paper`` only): ``"causal"`` is the LLM's own mask; ``"bidirectional"``
-    lets every image token attend to all tokens of its image, earlier and later in raster order
-    (:func:`engine.model.backbones.base.image_block_ids`); text stays causal. An adapter's
-    manifest fixes it.
+    :func:`engine.model.adapter.save_adapter`; ``None`` runs the backbone zero-shot. ``lora``:
+    the LoRA a training run adds to the LLM (``None``: none; a saved adapter brings its own).
+    :meth:`from_dict` reads the same fields from a parsed file.
     """
 
     backbone: str = "qwen2.5-vl"
@@ -288,29 +290,15 @@ class EngineConfig:
     level_layers: tuple[int, ...] | None = None
     prompter: PrompterConfig = field(default_factory=PrompterConfig)
     experts: ExpertConfig = field(default_factory=ExpertConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: LoraConfig | None = field(default_factory=LoraConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
-    image_positions: str = "sequence"
-    image_attention: str = "causal"
 
     def __post_init__(self) -> None:
         _choice("backbone", self.backbone, BACKBONE_NAMES)
         _choice("device", self.device, DEVICES)
-        _choice("image_positions", self.image_positions, IMAGE_POSITIONS)
-        if self.image_positions != "sequence" and self.backbone != "paper":
-            raise ConfigError(
-                f"image_positions={self.image_positions!r} only applies to backbone 'paper' "
-                f"({self.backbone!r} has its own 2-D M-RoPE positions); remove it"
-            )
-        _choice("image_attention", self.image_attention, IMAGE_ATTENTION)
-        if self.image_attention != "causal" and self.backbone != "paper":
-            raise ConfigError(
-                f"image_attention={self.image_attention!r} only applies to backbone 'paper' "
-                f"({self.backbone!r} keeps its pretrained causal mask); remove it"
-            )
         default_model, default_vision = DEFAULT_MODEL_PATHS[self.backbone]
         if self.model_path is None:
             object.__setattr__(self, "model_path", default_model)
@@ -332,24 +320,39 @@ class EngineConfig:
                     isinstance(i, int) and i >= 1,
                     f"level_layers are 1-based encoder blocks, got {self.level_layers}",
                 )
-        for name, kind in (
-            ("prompter", PrompterConfig),
-            ("experts", ExpertConfig),
-            ("lora", LoraConfig),
-            ("quant", QuantConfig),
-            ("retrieval", RetrievalConfig),
-            ("generation", GenerationConfig),
-            ("image", ImageConfig),
-        ):
+        for name, kind in _SECTIONS.items():
             value = getattr(self, name)
             _need(
-                isinstance(value, kind),
+                isinstance(value, kind) or (name == "lora" and value is None),
                 f"{name} must be a {kind.__name__}, got {type(value).__name__}",
             )
 
+    @classmethod
+    def from_dict(cls, data: Mapping, where: str = "engine config") -> EngineConfig:
+        """Build from a parsed file (sections as mappings, ``lora: null`` for no LoRA); unknown
+        keys are errors that list the known ones."""
+        _need(isinstance(data, Mapping), f"{where} must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        for name, kind in _SECTIONS.items():
+            if isinstance(data.get(name), Mapping):
+                data[name] = build_config(kind, data[name], f"{where}.{name}")
+        return build_config(cls, data, where)
+
     def to_dict(self) -> dict:
-        """JSON-ready dict (paths as strings)."""
+        """JSON-ready dict (paths as strings); :meth:`from_dict` reads it back."""
         return _jsonable(asdict(self))
+
+
+# the nested sections of EngineConfig and their types
+_SECTIONS = {
+    "prompter": PrompterConfig,
+    "experts": ExpertConfig,
+    "lora": LoraConfig,
+    "quant": QuantConfig,
+    "retrieval": RetrievalConfig,
+    "generation": GenerationConfig,
+    "image": ImageConfig,
+}
 
 
 def default_level_layers(num_blocks: int, num_levels: int = 3) -> tuple[int, ...]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InputError, MissingDependencyError, WeightsNotFoundError
+from engine.parsing import match_label, normalise_label
 from engine.types import BoxPx
 
 __all__ = [
@@ -50,7 +51,6 @@ __all__ = [
     "classification_accuracy",
     "format_table",
     "grounding_scores",
-    "match_label",
     "meteor",
     "meteor_variant",
     "normalize_answer",
@@ -277,21 +277,8 @@ def vqa_accuracy(
     return _report(hits, [q or "all" for q in question_types], average_over)
 
 
-def _label_key(text: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", text.lower())
-
-
-def match_label(prediction: str, labels: Sequence[str]) -> str | None:
-    """The label a free-text prediction names: equal ignoring case/spaces/punctuation, else the
-    one label whose key occurs in the prediction (longest wins when one contains another)."""
-    key = _label_key(prediction)
-    keys = {_label_key(label): label for label in labels}
-    if key in keys:
-        return keys[key]
-    contained = sorted((k for k in keys if k and k in key), key=len, reverse=True)
-    if contained and all(contained[0].find(k) >= 0 for k in contained[1:]):
-        return keys[contained[0]]
-    return None
+def _same_label(a: str, b: str) -> bool:
+    return normalise_label(a).replace(" ", "") == normalise_label(b).replace(" ", "")
 
 
 def classification_accuracy(
@@ -299,12 +286,13 @@ def classification_accuracy(
 ) -> AccuracyReport:
     """Scene-classification accuracy: ``overall`` (the paper's tables) and per-class mean
     (``average``, the paper's Table VII for NWPU). With ``labels``, free text is first mapped
-    to a label by :func:`match_label`."""
+    to a label by :func:`engine.parsing.match_label`, the rule the engine gives its answers'
+    labels by (so evaluation counts what the app shows)."""
     _check_lengths(predictions=predictions, targets=targets)
     hits = []
     for pred, gold in zip(predictions, targets):
         chosen = match_label(pred, labels) if labels is not None else pred
-        hits.append(chosen is not None and _label_key(chosen) == _label_key(gold))
+        hits.append(chosen is not None and _same_label(chosen, gold))
     return _report(hits, list(targets), None)
 
 

@@ -22,6 +22,7 @@ import logging
 import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.errors import ConfigError
@@ -216,14 +217,20 @@ def normalise_label(text: str) -> str:
     return " ".join(text.split())
 
 
-def match_label(answer: str, labels: list[str] | tuple[str, ...]) -> str | None:
-    """The label ``answer`` names: an exact normalised match, else the one label found as whole
-    words in the answer (labels inside a longer found label do not count, so "dense residential"
-    beats "residential"); ``None`` when nothing or several unrelated labels match."""
+def match_label(answer: str, labels: Sequence[str]) -> str | None:
+    """The label ``answer`` names: an exact normalised match (also ignoring spaces, so "golf
+    field" names "golffield"), else the one label found as whole words in the answer (labels
+    inside a longer found label do not count, so "dense residential" beats "residential");
+    ``None`` when nothing or several unrelated labels match. The one rule for the label the app
+    shows (:attr:`engine.types.Answer.label`) and the one evaluation counts
+    (:func:`engine.metrics.classification_accuracy`)."""
     norm_answer = normalise_label(answer)
     by_norm = {normalise_label(label): label for label in labels}
     if norm_answer in by_norm:
         return by_norm[norm_answer]
+    by_key = {n.replace(" ", ""): label for n, label in by_norm.items()}
+    if norm_answer and norm_answer.replace(" ", "") in by_key:
+        return by_key[norm_answer.replace(" ", "")]
     padded = f" {norm_answer} "
     hits = [n for n in by_norm if n and f" {n} " in padded]
     outer = [n for n in hits if not any(n != m and f" {n} " in f" {m} " for m in hits)]

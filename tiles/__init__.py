@@ -2,7 +2,7 @@
 
 Data flow (DESIGN.md)::
 
-    path --Catalog.open / open_raster--> Raster
+    path --Catalog.open / start_open / open_raster (under an OpenPolicy)--> Raster
     drawn GeoJSON (EPSG:4326) --region_window--> Window (raster pixels)
     Window --read_crop(max_side)--> Crop (RGB uint8 HxWx3, transform crop px -> raster CRS)
     boxes in crop px --boxes_to_lonlat(crop)--> polygons in EPSG:4326
@@ -10,9 +10,14 @@ Data flow (DESIGN.md)::
 
 Map tiles: :func:`render_tile` (Web Mercator XYZ) and :func:`render_pixel_tile` (pixel space,
 Leaflet CRS.Simple; scheme in :mod:`tiles.pixelspace`).
+
+Untrusted rasters (uploads, paths typed in the app) are opened under an :class:`OpenPolicy`
+(:mod:`tiles.opening`): safe formats only (:data:`SAFE_FORMATS`), optional data folders, no
+GDAL network access unless allowed.
 """
 
 from tiles.catalog import Catalog
+from tiles.catalog_state import RestoreProblem
 from tiles.cog import DEFAULT_COG_THRESHOLD_PX, build_cog, cog_cache_path, needs_cog
 from tiles.crop import DEFAULT_MAX_SIDE, Crop, crop_shape, read_crop
 from tiles.crs import LONLAT_CRS, crs_label
@@ -24,7 +29,11 @@ from tiles.errors import (
     GeoJSONReadError,
     GeoJSONWriteError,
     GeometryError,
+    OpenCancelledError,
+    RasterAccessError,
+    RasterFormatError,
     RasterOpenError,
+    RasterReadError,
     RasterWriteError,
     RegionOutsideError,
     TileError,
@@ -47,6 +56,9 @@ from tiles.geometry import (
     oriented_box_to_polygon,
     px_to_lonlat,
 )
+from tiles.jobs import OpenJob
+from tiles.formats import SAFE_DRIVERS, SAFE_FORMATS, SafeFormat
+from tiles.opening import DEFAULT_POLICY, OpenPolicy, open_dataset
 from tiles.pixelspace import (
     LEAFLET_SIMPLE,
     PIXEL,
@@ -79,10 +91,13 @@ __all__ = [
     "DEFAULT_MAX_SIDE",
     "DEFAULT_POINT_SIZE_M",
     "DEFAULT_POINT_SIZE_PX",
+    "DEFAULT_POLICY",
     "LEAFLET_SIMPLE",
     "LONLAT_CRS",
     "MAX_ZOOM",
     "PIXEL",
+    "SAFE_DRIVERS",
+    "SAFE_FORMATS",
     "STRETCH_PERCENTILES",
     "BandPreset",
     "BandPresetError",
@@ -95,11 +110,19 @@ __all__ = [
     "GeoJSONReadError",
     "GeoJSONWriteError",
     "GeometryError",
+    "OpenCancelledError",
+    "OpenJob",
+    "OpenPolicy",
     "PixelTileScheme",
     "Raster",
+    "RasterAccessError",
+    "RasterFormatError",
     "RasterOpenError",
+    "RasterReadError",
     "RasterWriteError",
     "RegionOutsideError",
+    "RestoreProblem",
+    "SafeFormat",
     "TileError",
     "TilesError",
     "UnknownRasterError",
@@ -119,6 +142,7 @@ __all__ = [
     "leaflet_simple_to_px",
     "lonlat_to_px",
     "needs_cog",
+    "open_dataset",
     "open_raster",
     "oriented_box_to_polygon",
     "pixel_tile_scheme",

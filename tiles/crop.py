@@ -25,8 +25,7 @@ from rasterio.windows import Window
 from tiles.errors import CropError, RegionOutsideError
 from tiles.presets import select_bands
 from tiles.raster import Raster
-from tiles.reading import read_display_rgb
-from tiles.source import raster_handle
+from tiles.reading import raster_handle, read_display_rgb
 
 __all__ = ["DEFAULT_MAX_SIDE", "Crop", "crop_shape", "read_crop"]
 
@@ -128,7 +127,9 @@ def read_crop(
     out_h, out_w = crop_shape(window, max_side)
     native = (out_h, out_w) == (window.height, window.width)
     method = Resampling.nearest if native or selection.palette else resampling
-    with raster_handle(raster) as (handle, source):
+    purpose = (f"pixels x {window.col_off:g}..{window.col_off + window.width:g}, "
+               f"y {window.row_off:g}..{window.row_off + window.height:g}")
+    with raster_handle(raster, purpose) as (handle, source):
         image, valid = read_display_rgb(
             handle, source, raster, selection, window, (out_h, out_w), method
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from pyproj import CRS as ProjCRS
@@ -27,6 +28,7 @@ __all__ = [
     "LONLAT_CRS",
     "crs_label",
     "ground_square_lonlat",
+    "lonlat_bounds_of_points",
     "lonlat_bounds_of_ring",
     "parse_crs",
     "transform_xy",
@@ -138,6 +140,30 @@ def lonlat_bounds_of_ring(lon: np.ndarray, lat: np.ndarray) -> BoundsLonLat:
     west, east = float(unwrapped.min()), float(unwrapped.max())
     shift = 360.0 * math.floor((west + 180.0) / 360.0)
     return (west - shift, float(lat.min()), east - shift, float(lat.max()))
+
+
+def lonlat_bounds_of_points(
+    lon: np.ndarray, lat: np.ndarray, *, poles: Sequence[float] = ()
+) -> BoundsLonLat:
+    """(west, south, east, north) of scattered lon/lat points (a footprint's interior samples,
+    not a ring): the shortest span of longitudes holding them all, so a footprint across the
+    antimeridian gets east > 180. ``poles`` (+90 and/or -90) lie inside the footprint: its
+    longitudes then cover the globe and its latitudes reach that pole.
+    """
+    lon = (np.asarray(lon, dtype="float64") + 180.0) % 360.0 - 180.0
+    lat = np.asarray(lat, dtype="float64")
+    south = -90.0 if -90.0 in poles else float(lat.min())
+    north = 90.0 if 90.0 in poles else float(lat.max())
+    if poles:
+        return (-180.0, south, 180.0, north)
+    ordered = np.sort(lon)
+    gaps = np.diff(np.append(ordered, ordered[0] + 360.0))  # gap after each longitude
+    largest = int(np.argmax(gaps))
+    west = float(ordered[(largest + 1) % ordered.size])
+    east = float(ordered[largest])
+    if east < west:
+        east += 360.0
+    return (west, south, east, north)
 
 
 def ground_square_lonlat(lon: float, lat: float, size_m: float) -> Polygon:

@@ -15,7 +15,11 @@ __all__ = [
     "GeoJSONReadError",
     "GeoJSONWriteError",
     "GeometryError",
+    "OpenCancelledError",
+    "RasterAccessError",
+    "RasterFormatError",
     "RasterOpenError",
+    "RasterReadError",
     "RasterWriteError",
     "RegionOutsideError",
     "TileError",
@@ -31,6 +35,25 @@ class TilesError(Exception):
 
 class RasterOpenError(TilesError, OSError):
     """A raster is missing, unreadable or corrupt (message: path, GDAL's reason, next step)."""
+
+
+class RasterAccessError(RasterOpenError):
+    """The open policy refuses a location: outside the data folders (``--data-dir``), a network
+    URL while network access is off, or a GDAL virtual file system path."""
+
+
+class RasterFormatError(RasterOpenError):
+    """The open policy refuses a file's format for an untrusted open (a GDAL VRT, a tile-service
+    description, a file whose metadata names another file, ...): it could read other files or
+    URLs."""
+
+
+class RasterReadError(RasterOpenError):
+    """Pixels of an opened raster cannot be read (truncated or corrupt file, changed on disk)."""
+
+
+class OpenCancelledError(TilesError):
+    """An open was cancelled before its raster was ready (the COG build stopped; nothing kept)."""
 
 
 class EmptyRasterError(TilesError, ValueError):

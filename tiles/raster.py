@@ -6,6 +6,11 @@ carry its pooled dataset handles in ``source`` so that tiles and crops reuse ope
 a Raster from a bare :func:`open_raster` call has ``source=None`` and every read opens the file
 for the duration of that call.
 
+:func:`open_raster` applies an :class:`tiles.opening.OpenPolicy` (where the file may come from,
+which formats, no network) and reads the first and last block and the smallest overview, so a
+truncated file is refused at open. A footprint whose edge leaves the Earth (a geostationary
+full disk) is found from an interior grid and its limb instead of the edge alone.
+
 Plain images without georeferencing (PNG/JPEG, or a GeoTIFF with a geotransform but no CRS)
 open in *pixel space*: ``georeferenced=False``, ``crs=None``, ``transform`` the identity, so the
 "CRS" coordinates of that raster are its own pixel coordinates (x = column, y = row, y down).
@@ -13,6 +18,7 @@ open in *pixel space*: ``georeferenced=False``, ``crs=None``, ``transform`` the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -20,12 +26,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
 
-from tiles.crs import LONLAT_CRS, crs_label, lonlat_bounds_of_ring, parse_crs, transform_xy
+from tiles.crs import (
+    LONLAT_CRS,
+    crs_label,
+    lonlat_bounds_of_points,
+    lonlat_bounds_of_ring,
+    parse_crs,
+    transform_xy,
+)
 from tiles.errors import EmptyRasterError, RasterOpenError, UnsupportedCRSError
+from tiles.opening import (
+    DEFAULT_POLICY,
+    OpenPolicy,
+    gdal_reason,
+    gdal_env,
+    ignored_sidecars,
+    locate,
+    open_located,
+)
 from tiles.types import BoundsCRS, BoundsLonLat, PathLikeStr
 
 if TYPE_CHECKING:
@@ -33,11 +55,13 @@ if TYPE_CHECKING:
 
     from tiles.source import RasterSource
 
-__all__ = ["Raster", "describe_dataset", "open_dataset", "open_raster"]
+__all__ = ["Raster", "check_readable", "describe_dataset", "open_raster"]
 
 log = logging.getLogger(__name__)
 
 _EDGE_SAMPLES = 21  # points per edge when transforming a footprint (as rasterio's densify_pts)
+_GRID_SAMPLES = 65  # grid points per side when part of the edge is off the Earth
+_LIMB_BISECTIONS = 24  # halvings of a grid step (65 px at 4096 px) -> far below a pixel
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,9 @@ class Raster:
     raster_id: str | None = None  # catalog id, None outside a catalog
     read_path: Path | None = None  # file actually read (a cached COG); None means ``path``
     source: RasterSource | None = field(default=None, compare=False, repr=False)
+    # How ``file_to_read`` is reopened (tiles.opening): the policy and whether it is trusted.
+    trusted: bool = False
+    policy: OpenPolicy = field(default=DEFAULT_POLICY, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0 or self.count <= 0:
@@ -109,45 +136,59 @@ class Raster:
         return self.colorinterp.index("alpha") + 1 if "alpha" in self.colorinterp else None
 
 
-def open_dataset(path: Path) -> DatasetReader:
-    """``rasterio.open`` with our errors and without NotGeoreferencedWarning for plain images."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioIOError as exc:
-        raise RasterOpenError(
-            f"cannot open raster {str(path)!r}: GDAL says: {str(exc).rstrip('.')}. Check that "
-            "the file is a complete raster in a format GDAL reads (GeoTIFF, JPEG2000, PNG, "
-            "JPEG, ...); re-download or re-export it if it is truncated or corrupt."
-        ) from exc
-
-
-def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise RasterOpenError(
-            f"cannot open raster {str(path)!r}: the file does not exist. Check the path "
-            "(relative paths are taken from the directory GeoLens was started in)."
+def open_raster(
+    path: PathLikeStr, *, policy: OpenPolicy = DEFAULT_POLICY, trusted: bool = False
+) -> Raster:
+    """Open ``path`` under ``policy`` (see :mod:`tiles.opening`), check that its pixels can be
+    read, and describe it. ``trusted``: the operator's own raster (any GDAL driver). Raises
+    RasterAccessError/RasterFormatError (refused by the policy), RasterOpenError (unreadable),
+    EmptyRasterError or UnsupportedCRSError, each with the path and what to do."""
+    location = locate(path, policy, trusted=trusted)
+    sidecars = ignored_sidecars(location)
+    if sidecars:
+        log.warning(
+            "ignoring %s next to %s: sidecar files of untrusted rasters can name other files; "
+            "embed the georeferencing (gdal_translate) or put the folder in --trusted-dir",
+            ", ".join(p.name for p in sidecars), location.shown,
         )
-    if path.is_dir():
-        raise RasterOpenError(
-            f"cannot open raster {str(path)!r}: it is a directory. Pass one raster file "
-            "inside it (for example a .tif)."
-        )
-    if path.stat().st_size == 0:
-        raise EmptyRasterError(
-            f"cannot open raster {str(path)!r}: the file is empty (0 bytes). It was probably "
-            "not fully written or downloaded; export or copy it again."
-        )
+    with gdal_env(policy, trusted=location.trusted), open_located(location, policy) as dataset:
+        raster = describe_dataset(dataset, location.shown if location.local else location.path)
+        check_readable(dataset, raster.path, policy=policy, trusted=location.trusted)
+    return dataclasses.replace(raster, policy=policy, trusted=location.trusted)
 
 
-def open_raster(path: PathLikeStr) -> Raster:
-    """Open ``path`` with GDAL and describe it. Raises RasterOpenError, EmptyRasterError or
-    UnsupportedCRSError with the path and what to do."""
-    path = Path(path).expanduser()
-    _check_path(path)
-    with open_dataset(path) as dataset:
-        return describe_dataset(dataset, path)
+def check_readable(
+    dataset: DatasetReader, path: Path, *, policy: OpenPolicy = DEFAULT_POLICY,
+    trusted: bool = False,
+) -> None:
+    """Read the first and last block of band 1 at full resolution and the smallest overview;
+    a truncated or corrupt file fails here, at open, instead of as a blank map later."""
+    block_h, block_w = dataset.block_shapes[0]
+    last_row = (dataset.height - 1) // block_h * block_h
+    last_col = (dataset.width - 1) // block_w * block_w
+    reads = [
+        ("the first block", Window(0, 0, min(block_w, dataset.width),
+                                   min(block_h, dataset.height)), None),
+        ("the last block", Window(last_col, last_row, dataset.width - last_col,
+                                  dataset.height - last_row), None),
+    ]
+    factors = dataset.overviews(1)
+    if factors:
+        shape = (max(1, dataset.height // factors[-1]), max(1, dataset.width // factors[-1]))
+        reads.append((f"overview 1/{factors[-1]}", None, shape))
+    for what, window, out_shape in reads:
+        try:
+            dataset.read(1, window=window, out_shape=out_shape)
+        except RasterioIOError as exc:
+            hint = "" if policy.allow_network or not trusted else (
+                " If it reads other files or URLs (a VRT), check them: network access is off "
+                "unless GeoLens is started with --allow-network-rasters."
+            )
+            raise RasterOpenError(
+                f"raster {str(path)!r} cannot be read at {what} of band 1: it may be truncated "
+                f"or corrupt (GDAL says: {gdal_reason(exc)}). Re-download or re-export it, "
+                f"then open it again.{hint}"
+            ) from exc
 
 
 def describe_dataset(dataset: DatasetReader, path: Path) -> Raster:
@@ -245,22 +286,89 @@ def _bounds_crs(transform: Affine, width: int, height: int) -> BoundsCRS:
     return (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
 
 
+def _to_lonlat(crs_wkt: str, transform: Affine, cols: np.ndarray, rows: np.ndarray,
+               path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Raster pixel positions -> (lon, lat); points off the Earth come back non-finite."""
+    xs, ys = transform @ (cols, rows)
+    try:
+        return transform_xy(crs_wkt, LONLAT_CRS, xs, ys, strict=False)
+    except UnsupportedCRSError as exc:
+        raise UnsupportedCRSError(
+            f"raster {str(path)!r} uses CRS {crs_label(crs_wkt)!r}, which has no transformation "
+            f"to lon/lat on the Earth (EPSG:4326) ({exc.__cause__ or exc}). GeoLens places only "
+            "Earth rasters on the map; to look at its pixels, open a copy without the CRS "
+            "(`gdal_edit.py -unsetsrs copy.tif`), which opens in pixel space."
+        ) from exc
+
+
+def _limb_points(crs_wkt: str, transform: Affine, inside: tuple[np.ndarray, np.ndarray],
+                 outside: tuple[np.ndarray, np.ndarray], path: Path) -> tuple[np.ndarray, ...]:
+    """Bisect between pixel positions on the Earth (``inside``) and off it (``outside``) to the
+    last position still on the Earth: the limb of a full-disk image, to a hundredth of a pixel."""
+    (c_in, r_in), (c_out, r_out) = inside, outside
+    for _ in range(_LIMB_BISECTIONS):
+        c_mid, r_mid = (c_in + c_out) / 2, (r_in + r_out) / 2
+        lon, lat = _to_lonlat(crs_wkt, transform, c_mid, r_mid, path)
+        ok = np.isfinite(lon) & np.isfinite(lat)
+        c_in, r_in = np.where(ok, c_mid, c_in), np.where(ok, r_mid, r_in)
+        c_out, r_out = np.where(ok, c_out, c_mid), np.where(ok, r_out, r_mid)
+    return _to_lonlat(crs_wkt, transform, c_in, r_in, path)
+
+
+def _footprint_points(crs_wkt: str, transform: Affine, width: int, height: int,
+                      path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Finite lon/lat of a ``_GRID_SAMPLES``-square grid over the raster (edges included) plus
+    the limb between grid points on and off the Earth."""
+    cols, rows = np.meshgrid(np.linspace(0.0, width, _GRID_SAMPLES),
+                             np.linspace(0.0, height, _GRID_SAMPLES))
+    lon, lat = _to_lonlat(crs_wkt, transform, cols, rows, path)
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    lons, lats = [lon[ok]], [lat[ok]]
+    for a, b in ((np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])):
+        edge = ok[a] != ok[b]  # neighbours on either side of the limb
+        if edge.any():
+            first_in = ok[a][edge]
+            c0, c1 = cols[a][edge], cols[b][edge]
+            r0, r1 = rows[a][edge], rows[b][edge]
+            inside = (np.where(first_in, c0, c1), np.where(first_in, r0, r1))
+            outside = (np.where(first_in, c1, c0), np.where(first_in, r1, r0))
+            limb_lon, limb_lat = _limb_points(crs_wkt, transform, inside, outside, path)
+            lons.append(limb_lon)
+            lats.append(limb_lat)
+    return np.concatenate(lons), np.concatenate(lats)
+
+
+def _poles_inside(crs_wkt: str, transform: Affine, width: int, height: int) -> list[float]:
+    """Latitudes (+90, -90) of the poles that lie inside the raster."""
+    xs, ys = transform_xy(LONLAT_CRS, crs_wkt, np.array([0.0, 0.0]), np.array([90.0, -90.0]),
+                          strict=False)
+    with np.errstate(invalid="ignore"):  # a pole off the Earth's visible side comes back inf
+        cols, rows = ~transform @ (xs, ys)
+    inside = (np.isfinite(cols) & np.isfinite(rows) & (cols >= 0) & (cols <= width)
+              & (rows >= 0) & (rows <= height))
+    return [lat for lat, yes in zip((90.0, -90.0), inside, strict=True) if yes]
+
+
 def _bounds_lonlat(
     crs_wkt: str, transform: Affine, width: int, height: int, path: Path
 ) -> BoundsLonLat:
+    """Lon/lat bounds from the densified edge ring; when part of the edge is off the Earth
+    (a geostationary full disk: its corners are space), from an interior grid and the limb."""
     cols, rows = _edge_ring_px(width, height)
-    xs, ys = transform @ (cols, rows)
-    try:
-        lon, lat = transform_xy(crs_wkt, LONLAT_CRS, xs, ys, strict=False)
-    except UnsupportedCRSError as exc:
-        raise UnsupportedCRSError(f"raster {str(path)!r} cannot be placed on the map: {exc}") \
-            from exc
-    finite = np.isfinite(lon) & np.isfinite(lat)
-    if not finite.any():
+    lon, lat = _to_lonlat(crs_wkt, transform, cols, rows, path)
+    if (np.isfinite(lon) & np.isfinite(lat)).all():
+        return lonlat_bounds_of_ring(lon, lat)
+    lon, lat = _footprint_points(crs_wkt, transform, width, height, path)
+    if lon.size == 0:
         raise UnsupportedCRSError(
-            f"raster {str(path)!r} uses CRS {crs_label(crs_wkt)!r}, which cannot be placed on the "
-            "map (no corner transforms to lon/lat). Reproject it to a terrestrial CRS, e.g. "
-            "`gdalwarp -t_srs EPSG:4326 in.tif out.tif`."
+            f"raster {str(path)!r} uses CRS {crs_label(crs_wkt)!r}, but none of its pixels (edges "
+            f"and a {_GRID_SAMPLES}x{_GRID_SAMPLES} interior grid) lies on the Earth in that CRS, "
+            "so it cannot be placed on the map. Check its georeferencing with `gdalinfo`: the "
+            "geotransform probably does not belong to this CRS. To look at its pixels anyway, "
+            "open a copy without the CRS (`gdal_edit.py -unsetsrs copy.tif`)."
         )
-    lon, lat = lon[finite], lat[finite]
-    return lonlat_bounds_of_ring(lon, lat)
+    try:
+        poles = _poles_inside(crs_wkt, transform, width, height)
+    except UnsupportedCRSError:
+        poles = []
+    return lonlat_bounds_of_points(lon, lat, poles=poles)

@@ -1,6 +1,10 @@
-"""Read a (possibly fractional, possibly partly outside) raster window into display RGB.
+"""Read a raster: :func:`raster_handle` and :func:`read_display_rgb`.
 
-One helper shared by crops and pixel-space tiles. Output pixel (i, j) covers raster pixels
+:func:`raster_handle` is the dataset handle every read of a :class:`Raster` goes through (its
+catalog pool, or the file opened for the call), with read failures as RasterReadError.
+
+:func:`read_display_rgb` reads a (possibly fractional, possibly partly outside) raster window
+into display RGB, shared by crops and pixel-space tiles. Output pixel (i, j) covers raster pixels
 ``[col_off + j*sx, col_off + (j+1)*sx) x [row_off + i*sy, row_off + (i+1)*sy)`` with
 ``sx = window.width / out_w`` and ``sy = window.height / out_h`` — exactly the mapping a crop's
 transform states. Only output pixels lying entirely inside the raster are read (GDAL picks the
@@ -10,7 +14,9 @@ is ever shifted to fit.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 from rasterio.enums import Resampling
@@ -21,9 +27,32 @@ from tiles.presets import BandSelection
 from tiles.raster import Raster
 from tiles.source import DatasetHandle, RasterSource
 
-__all__ = ["inside_output_range", "read_display_rgb"]
+__all__ = ["inside_output_range", "raster_handle", "read_display_rgb"]
 
 _EPS = 1e-9
+
+
+@contextlib.contextmanager
+def raster_handle(
+    raster: Raster, purpose: str = "pixels"
+) -> Iterator[tuple[DatasetHandle, RasterSource]]:
+    """A dataset handle for ``raster``: from its catalog pool, else a source opened for the call.
+
+    A raster from a bare ``open_raster`` has no pool; the file is opened (under the raster's
+    policy) and closed around the call (correct but slower; use :class:`tiles.catalog.Catalog`
+    for repeated reads). ``purpose`` names the read in RasterReadError messages.
+    """
+    if raster.source is not None:
+        with raster.source.handle(purpose) as handle:
+            yield handle, raster.source
+        return
+    source = RasterSource(raster.file_to_read, rotated=raster.is_rotated, policy=raster.policy,
+                          trusted=raster.trusted)
+    try:
+        with source.handle(purpose) as handle:
+            yield handle, source
+    finally:
+        source.close()
 
 
 def inside_output_range(offset: float, step: float, size_in: int, size_out: int) -> tuple[int, int]:

@@ -26,8 +26,7 @@ from tiles.errors import TileError
 from tiles.pixelspace import pixel_tile_scheme
 from tiles.presets import select_bands
 from tiles.raster import Raster
-from tiles.reading import read_display_rgb
-from tiles.source import raster_handle
+from tiles.reading import raster_handle, read_display_rgb
 
 __all__ = [
     "MAX_ZOOM",
@@ -115,7 +114,7 @@ def render_tile(
     rect = _tile_pixel_rect(raster, z, x, y, tilesize)
     if rect is None:
         return transparent_png(tilesize)
-    with raster_handle(raster) as (handle, source):
+    with raster_handle(raster, f"map tile {z}/{x}/{y}") as (handle, source):
         reader = handle.tile_reader()
         image = _read_tile_part(reader, z, x, y, tilesize, rect, selection.indexes)
         stats = (display_stats(handle, source, raster, selection)
@@ -190,7 +189,7 @@ def render_pixel_tile(
     window = scheme.tile_window(z, x, y)
     if window.col_off >= raster.width or window.row_off >= raster.height:
         return transparent_png(tilesize)
-    with raster_handle(raster) as (handle, source):
+    with raster_handle(raster, f"pixel-space tile {z}/{x}/{y}") as (handle, source):
         rgb, valid = read_display_rgb(
             handle, source, raster, selection, window, (tilesize, tilesize), Resampling.nearest
         )

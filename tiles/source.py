@@ -10,6 +10,12 @@ dataset, or over a north-up ``WarpedVRT`` when the geotransform is rotated/skewe
 window maths assume north-up; GDAL's warper resolves the rotation exactly).
 
 The source also caches values computed once per raster (display statistics).
+
+Handles are opened under the raster's :class:`tiles.opening.OpenPolicy`, and every checkout runs
+inside its GDAL environment (:func:`tiles.opening.gdal_env`: no network unless allowed; VRT
+sources are opened lazily, at read time). A read that GDAL cannot do (a truncated or corrupt
+file, or one changed on disk) surfaces as :class:`tiles.errors.RasterReadError`, not as a raw
+rasterio error.
 """
 
 from __future__ import annotations
@@ -23,18 +29,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioIOError, WarpOperationError
 from rasterio.vrt import WarpedVRT
 from rio_tiler.errors import NoOverviewWarning
 from rio_tiler.io import Reader  # imported here, not lazily: concurrent first imports race
 
-from tiles.errors import RasterOpenError
+from tiles.errors import RasterOpenError, RasterReadError
+from tiles.opening import (
+    DEFAULT_POLICY,
+    OpenPolicy,
+    gdal_env,
+    gdal_reason,
+    is_virtual_path,
+    open_dataset,
+)
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
 
-    from tiles.raster import Raster
-
-__all__ = ["DatasetHandle", "RasterSource", "raster_handle"]
+__all__ = ["DatasetHandle", "RasterSource"]
 
 T = TypeVar("T")
 
@@ -71,11 +84,16 @@ class DatasetHandle:
 
 
 class RasterSource:
-    """Pool of open handles on ``read_path`` shared by threads; owns them until :meth:`close`."""
+    """Pool of open handles on ``read_path`` shared by threads; owns them until :meth:`close`.
 
-    def __init__(self, read_path: Path, *, rotated: bool) -> None:
+    ``policy``/``trusted``: how handles are opened and read (see :mod:`tiles.opening`)."""
+
+    def __init__(self, read_path: Path, *, rotated: bool, policy: OpenPolicy = DEFAULT_POLICY,
+                 trusted: bool = False) -> None:
         self.read_path = Path(read_path)
         self.rotated = rotated
+        self.policy = policy
+        self.trusted = trusted
         self._lock = threading.Lock()
         self._idle: list[DatasetHandle] = []
         self._busy = 0
@@ -84,18 +102,19 @@ class RasterSource:
         self._cache_lock = threading.Lock()
 
     def _open_handle(self) -> DatasetHandle:
-        from tiles.raster import open_dataset
-
-        if not self.read_path.exists():
+        if not is_virtual_path(str(self.read_path)) and not self.read_path.exists():
             raise RasterOpenError(
                 f"raster file {str(self.read_path)!r} disappeared after it was opened; "
                 "open it again from its new location."
             )
-        return DatasetHandle(open_dataset(self.read_path), rotated=self.rotated)
+        dataset = open_dataset(self.read_path, policy=self.policy, trusted=self.trusted)
+        return DatasetHandle(dataset, rotated=self.rotated)
 
     @contextlib.contextmanager
-    def handle(self) -> Iterator[DatasetHandle]:
-        """Check out a handle for the current thread; returned to the pool on exit."""
+    def handle(self, purpose: str = "pixels") -> Iterator[DatasetHandle]:
+        """Check out a handle for the current thread; returned to the pool on exit. Reads done
+        with it run in the policy's GDAL environment; GDAL read failures become RasterReadError
+        naming ``purpose`` (e.g. "tile 12/2200/1343")."""
         with self._lock:
             if self._closed:
                 raise RasterOpenError(
@@ -104,9 +123,17 @@ class RasterSource:
             handle = self._idle.pop() if self._idle else None
             self._busy += 1
         try:
-            if handle is None:
-                handle = self._open_handle()
-            yield handle
+            with gdal_env(self.policy, trusted=self.trusted):
+                if handle is None:
+                    handle = self._open_handle()
+                try:
+                    yield handle
+                except (RasterioIOError, WarpOperationError) as exc:
+                    raise RasterReadError(
+                        f"the file {str(self.read_path)!r} cannot be read at {purpose}: it may "
+                        f"be truncated or corrupt, or it changed after it was opened (GDAL says: "
+                        f"{gdal_reason(exc)}). Re-download or re-export it, then open it again."
+                    ) from exc
         finally:
             with self._lock:
                 self._busy -= 1
@@ -140,22 +167,3 @@ class RasterSource:
             idle, self._idle = self._idle, []
         for handle in idle:
             handle.close()
-
-
-@contextlib.contextmanager
-def raster_handle(raster: Raster) -> Iterator[tuple[DatasetHandle, RasterSource]]:
-    """A dataset handle for ``raster``: from its catalog pool, else a source opened for the call.
-
-    A raster from a bare ``open_raster`` has no pool; the file is opened and closed around the
-    call (correct but slower; use :class:`tiles.catalog.Catalog` for repeated reads).
-    """
-    if raster.source is not None:
-        with raster.source.handle() as handle:
-            yield handle, raster.source
-        return
-    source = RasterSource(raster.file_to_read, rotated=raster.is_rotated)
-    try:
-        with source.handle() as handle:
-            yield handle, source
-    finally:
-        source.close()

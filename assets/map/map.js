@@ -6,8 +6,10 @@
 // basemaps are offered in the layer switcher but only fetched when the analyst turns one on.
 //
 // Data contract (props.value, a JSON object, see app/map_view.py):
-//   from Python: rasters[], active, results (FeatureCollection), selected[], basemaps[],
-//                point_size_m, fit_seq
+//   from Python: rasters[], active, results_seq, selected[], basemaps[], point_size_m, fit_seq,
+//                focus {space, bounds, seq}
+//   Stored results never travel in the value: they are fetched from GET /results/features for
+//   the current view (bbox) when the map moves or results_seq changes, newest first, capped.
 //   from here:   drawn (a GeoJSON Feature or null): properties.space is "lonlat" (EPSG:4326,
 //                lon first) or "pixel" (raster pixels, x right, y down); properties.shape is
 //                "rectangle", "polygon" or "point"; plus drawn_seq (increments per edit).
@@ -25,7 +27,10 @@ const state = {
   map: null, kind: null, control: null, drawControl: null, drawnItems: null,
   resultsLayer: null, rasterLayers: {}, baseLayers: {}, activeId: null, fitSeq: null,
   drawnFeature: null, drawnSeq: 0, value: {},
+  results: {features: [], shown: 0, total: 0}, resultsSeq: null, fetchTimer: null, fetchCtl: null,
+  focusSeq: null, resultsNote: null,
 };
+const LABEL_LIMIT = 300;  // permanent box labels only when fewer boxes than this are drawn
 
 function esc(text) {
   return String(text === null || text === undefined ? "" : text)
@@ -60,6 +65,7 @@ function rasterBounds(r) {
 // --- map lifecycle -----------------------------------------------------------------------
 function buildMap(kind) {
   if (state.map) { state.map.remove(); }
+  state.noticeCtl = null;
   state.rasterLayers = {}; state.baseLayers = {}; state.activeId = null; state.fitSeq = null;
   const map = L.map(root, {
     crs: kind === "pixel" ? L.CRS.Simple : L.CRS.EPSG3857,
@@ -72,7 +78,10 @@ function buildMap(kind) {
   state.resultsLayer = L.featureGroup().addTo(map);
   addDrawControl(map);
   addZoomToRasterControl(map);
+  addResultsNote(map);
   map.on("mousemove", ev => showCursor(ev.latlng));
+  map.on("moveend", () => scheduleFetch());
+  state.resultsSeq = null;
   state.control = null;
   setDrawn(null);
 }
@@ -91,6 +100,7 @@ function addDrawControl(map) {
   });
   map.addControl(state.drawControl);
   map.on(L.Draw.Event.CREATED, ev => {
+    hideNotice();
     state.drawnItems.clearLayers();
     ev.layer.glShape = ev.layerType === "marker" ? "point" : ev.layerType;
     state.drawnItems.addLayer(ev.layer);
@@ -113,6 +123,33 @@ function addZoomToRasterControl(map) {
     },
   });
   map.addControl(new Ctl());
+}
+
+function showNotice(text) {
+  // A note that stays until the analyst draws again (the status line follows the cursor).
+  if (!state.noticeCtl) {
+    const Ctl = L.Control.extend({
+      options: {position: "bottomleft"},
+      onAdd: function () { return L.DomUtil.create("div", "gl-map-notice"); },
+    });
+    state.noticeCtl = new Ctl();
+  }
+  state.noticeCtl.addTo(state.map);
+  state.noticeCtl.getContainer().textContent = text;
+}
+
+function hideNotice() {
+  if (state.noticeCtl && state.noticeCtl.getContainer()) { state.noticeCtl.remove(); }
+}
+
+function addResultsNote(map) {
+  const Ctl = L.Control.extend({
+    options: {position: "bottomleft"},
+    onAdd: function () { const div = L.DomUtil.create("div", "gl-results-note"); div.style.display = "none"; return div; },
+  });
+  const ctl = new Ctl();
+  map.addControl(ctl);
+  state.resultsNote = ctl.getContainer();
 }
 
 function zoomToActive() {
@@ -215,33 +252,76 @@ function resultStyle(p, selected) {
   if (p.kind === "box") {
     return {color: selected ? SELECTED_COLOR : BOX_COLOR, weight: selected ? 4 : 2, fillOpacity: 0.12};
   }
+  // A question about the whole raster is an outline only: hundreds of them must not darken it.
   return {color: selected ? SELECTED_COLOR : (TASK_COLORS[p.task] || "#334155"), weight: selected ? 4 : 2,
-          dashArray: "6 4", fillOpacity: 0.04};
+          dashArray: "6 4", fill: !p.whole_raster, fillOpacity: 0.04};
 }
 
-function syncResults(v) {
+function viewQuery(v) {
+  const r = activeRaster(v);
+  const b = state.map.getBounds();
+  if (state.kind === "pixel") {
+    if (!r) { return null; }
+    const sw = latLngToPixel(b.getSouthWest()), ne = latLngToPixel(b.getNorthEast());
+    return "space=pixel&raster=" + encodeURIComponent(r.id) + "&bbox=" + [sw[0], ne[1], ne[0], sw[1]].join(",");
+  }
+  const w = Math.max(b.getWest(), -180), e = Math.min(b.getEast(), 180);
+  const s = Math.max(b.getSouth(), -90), n = Math.min(b.getNorth(), 90);
+  if (!(w <= e && s <= n)) { return null; }
+  return "space=lonlat&bbox=" + [w, s, e, n].join(",");
+}
+
+function fetchResults() {
+  clearTimeout(state.fetchTimer);
+  if (!state.map) { return; }
+  const query = viewQuery(state.value);
+  if (state.fetchCtl) { state.fetchCtl.abort(); }
+  if (!query) { state.results = {features: [], shown: 0, total: 0}; renderResults(); return; }
+  const ctl = new AbortController();
+  state.fetchCtl = ctl;
+  element.dataset.resultsLoading = "1";
+  fetch("/results/features?" + query + "&limit=1000", {signal: ctl.signal, credentials: "same-origin"})
+    .then(resp => resp.json().then(body => (resp.ok ? body : Promise.reject(new Error(body.error || resp.status)))))
+    .then(fc => { if (state.fetchCtl === ctl) { state.results = fc; renderResults(); } })
+    .catch(err => { if (err.name !== "AbortError") { statusLine.textContent = "Results could not be loaded: " + err.message; } })
+    .finally(() => { if (state.fetchCtl === ctl) { state.fetchCtl = null; element.dataset.resultsLoading = "0"; } });
+}
+
+function scheduleFetch() {
+  clearTimeout(state.fetchTimer);
+  state.fetchTimer = setTimeout(fetchResults, 120);
+}
+
+function renderResults() {
   state.resultsLayer.clearLayers();
+  const v = state.value;
   const r = activeRaster(v);
   const selected = new Set(v.selected || []);
-  const features = ((v.results || {}).features || []).filter(f => {
-    const space = f.properties.coordinate_space || "lonlat";
-    if (state.kind === "pixel") { return space === "pixel" && r && f.properties.raster === r.source; }
-    return space === "lonlat";
-  });
+  const features = state.results.features || [];
+  const nBoxes = features.filter(f => f.properties.kind === "box").length;
   features.forEach(f => {
     const p = f.properties;
     const isSel = selected.has(p.result_id);
     const layer = featureToLayer(r, f);
     if (layer.setStyle) { layer.setStyle(resultStyle(p, isSel)); }
     layer.glResultId = p.result_id;
-    layer.bindPopup(popupHtml(p, isSel), {maxWidth: 360});
+    layer.bindPopup(() => popupHtml(p, selected.has(p.result_id)), {maxWidth: 360});
     if (p.kind === "box" && p.label) {
       const score = p.score === null || p.score === undefined ? "" : " " + Number(p.score).toFixed(2);
-      layer.bindTooltip(esc(p.label + score), {permanent: true, direction: "top", className: "gl-box-label"});
+      layer.bindTooltip(esc(p.label + score), {permanent: nBoxes < LABEL_LIMIT, direction: "top",
+                                               className: "gl-box-label"});
     }
     state.resultsLayer.addLayer(layer);
   });
+  const shown = state.results.shown || 0, total = state.results.total || 0;
+  if (state.resultsNote) {
+    state.resultsNote.style.display = total > shown ? "" : "none";
+    state.resultsNote.textContent = "Showing the newest " + shown.toLocaleString() + " of " + total.toLocaleString() +
+      " results in view; zoom in to see the others.";
+  }
   element.dataset.resultLayers = String(features.length);
+  element.dataset.resultsShown = String(shown);
+  element.dataset.resultsTotal = String(total);
 }
 
 function toggleSelected(resultId) {
@@ -309,13 +389,33 @@ function sync() {
   const r = activeRaster(v);
   const kind = r ? r.kind : (state.kind || "lonlat");
   const rebuilt = kind !== state.kind || !state.map;
+  const previousDrawing = state.drawnFeature;
   if (rebuilt) { buildMap(kind); }
   syncLayers(v);
-  syncResults(v);
   const activeChanged = r && r.id !== state.activeId;
+  if (activeChanged && previousDrawing && previousDrawing.properties.raster_id !== r.id) {
+    // A drawing belongs to the raster it was drawn on: switching rasters clears it, visibly.
+    const from = (v.rasters || []).find(x => x.id === previousDrawing.properties.raster_id);
+    state.drawnItems.clearLayers();
+    setDrawn(null);
+    state.drawnSeq += 1;
+    showNotice("The drawing was cleared: it was made on " + (from ? from.name : "another raster") +
+               ". Draw again on " + r.name + ".");
+  }
   if (r && (activeChanged || v.fit_seq !== state.fitSeq)) { state.map.fitBounds(rasterBounds(r)); }
+  const focus = v.focus;
+  if (focus && focus.seq !== state.focusSeq && focus.space === state.kind) {
+    state.map.fitBounds(L.latLngBounds(focus.bounds), {maxZoom: state.kind === "pixel" ? 4 : 20, padding: [40, 40]});
+  }
+  state.focusSeq = focus ? focus.seq : null;
   state.activeId = r ? r.id : null;
   state.fitSeq = v.fit_seq;
+  if (rebuilt || activeChanged || v.results_seq !== state.resultsSeq) {
+    state.resultsSeq = v.results_seq;
+    fetchResults();
+  } else {
+    renderResults();
+  }
   element.dataset.activeRaster = state.activeId || "";
   element.dataset.mapKind = state.kind;
   const drawnText = JSON.stringify(state.drawnFeature);
@@ -343,6 +443,9 @@ window.geolens = {
     return l.getLatLng ? [[l.getLatLng().lng, l.getLatLng().lat]] : flat(l.getLatLngs()[0]);
   },
   resultLayerCount: () => (state.resultsLayer ? state.resultsLayer.getLayers().length : 0),
+  resultsLoading: () => element.dataset.resultsLoading === "1",
+  notice: () => (state.noticeCtl && state.noticeCtl.getContainer() ? state.noticeCtl.getContainer().textContent : ""),
+  resultsCounts: () => ({shown: state.results.shown || 0, total: state.results.total || 0}),
   tileLayerUrls: () => Object.values(state.rasterLayers).map(l => l._url),
 };
 

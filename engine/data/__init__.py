@@ -1,11 +1,12 @@
-"""Datasets for training and evaluation: instruction format, benchmark loaders, synthetic scenes.
+"""Datasets for training and evaluation: the instruction format and the benchmark loaders.
 
 - :mod:`engine.data.instructions`: :class:`Sample` and JSONL read/write;
 - :mod:`engine.data.boxes`: pixel boxes <-> the adapter's 0-1000 grid, oriented boxes;
 - :mod:`engine.data.formats`: registry of benchmark loaders (RSVQA, DIOR-RSVG, DIOR OBB, DOTA,
-  scene folders, caption files, our JSONL);
-- :mod:`engine.data.synthetic` (+ ``synthetic_tasks``, ``synthetic_dataset``): georeferenced
-  synthetic scenes with known footprints, their instruction samples and datasets on disk.
+  scene folders, caption files, our JSONL).
+
+The synthetic scene generator the demo model is trained on is :mod:`lab.synthetic` (it writes
+datasets in this instruction format).
 
 Images are read with PIL; nothing here imports rasterio, torch or the ``tiles`` package.
 """
@@ -26,24 +27,13 @@ from engine.data.images import read_rgb
 from engine.data.instructions import Sample, iter_jsonl, read_jsonl, write_jsonl
 from engine.data.rsvqa import load_rsvqa
 from engine.data.scenes import load_scene_folders
-from engine.data.synthetic import SceneObject, SyntheticScene, generate_scene
-from engine.data.synthetic_dataset import DatasetManifest, build_dataset
-from engine.data.synthetic_mosaic import generate_mosaic
-from engine.data.synthetic_tasks import corpus_records, make_samples
 
 __all__ = [
     "FORMATS",
-    "DatasetManifest",
     "GridBox",
     "Sample",
-    "SceneObject",
-    "SyntheticScene",
     "aabb_px",
     "box_to_grid",
-    "build_dataset",
-    "corpus_records",
-    "generate_mosaic",
-    "generate_scene",
     "get_loader",
     "grid_to_box",
     "iter_jsonl",
@@ -54,7 +44,6 @@ __all__ = [
     "load_dota",
     "load_rsvqa",
     "load_scene_folders",
-    "make_samples",
     "min_area_box_px",
     "oriented_box_px",
     "read_dota_labels",

@@ -27,11 +27,9 @@ __all__ = [
     "aabb_px",
     "box_corners_px",
     "box_to_grid",
-    "clip_box_px",
     "grid_to_box",
     "min_area_box_px",
     "oriented_box_px",
-    "scale_box_px",
 ]
 
 GRID_SIZE = 1000  # boxes on the adapter's grid are integers in [0, GRID_SIZE]
@@ -182,28 +180,3 @@ def _rect_at_angle(pts: np.ndarray, angle_deg: float) -> tuple[float, float, flo
     (u0, u1), (v0, v1) = (pu.min(), pu.max()), (pv.min(), pv.max())
     centre = u * (u0 + u1) / 2 + v * (v0 + v1) / 2
     return float(centre[0]), float(centre[1]), float(u1 - u0), float(v1 - v0), float(angle_deg)
-
-
-def scale_box_px(box_px: BoxPx, sx: float, sy: float | None = None) -> BoxPx:
-    """Box scaled about the origin by ``sx`` (and ``sy``, default ``sx``); the angle is kept."""
-    sy = sx if sy is None else sy
-    return BoxPx(
-        box_px.x0 * sx,
-        box_px.y0 * sy,
-        box_px.x1 * sx,
-        box_px.y1 * sy,
-        label=box_px.label,
-        score=box_px.score,
-        angle_deg=box_px.angle_deg,
-    )
-
-
-def clip_box_px(box_px: BoxPx, image_size_px: tuple[int, int]) -> BoxPx | None:
-    """Axis-aligned box clipped to the image; ``None`` when nothing of it is inside."""
-    width, height = _check_size(image_size_px)
-    box = aabb_px(box_px)
-    x0, y0 = max(0.0, box.x0), max(0.0, box.y0)
-    x1, y1 = min(float(width), box.x1), min(float(height), box.y1)
-    if x0 >= x1 or y0 >= y1:
-        return None
-    return BoxPx(x0, y0, x1, y1, label=box.label, score=box.score)

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from engine.atomic import atomic_file
 from engine.data.boxes import GridBox, box_to_grid
 from engine.data.images import read_rgb
 from engine.errors import DataFormatError
@@ -307,17 +307,9 @@ def read_jsonl(path: str | Path) -> list[Sample]:
 def write_jsonl(samples: Iterable[Sample], path: str | Path) -> int:
     """Write samples atomically (temp file + rename); returns the number written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    base_dir = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=base_dir)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for sample in samples:
-                fh.write(json.dumps(sample_to_json(sample, base_dir), ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        for sample in samples:
+            fh.write(json.dumps(sample_to_json(sample, path.parent), ensure_ascii=False) + "\n")
+            count += 1
     return count

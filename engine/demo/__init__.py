@@ -7,13 +7,12 @@ Use it::
     engine = load_demo_engine()                       # assets/demo/demo.json
     answer = engine.run(crop_rgb_uint8, "ground", question="the building with a red roof")
 
-Rebuild it: ``python assets/build_demo.py`` (see :mod:`engine.demo.build`). Importing this
-package is cheap; torch loads when an engine is built.
+Rebuild it: ``python assets/build_demo.py`` (the build is ``lab.demo``, which the engine never
+imports). Importing this package is cheap; torch loads when an engine is built.
 """
 
 from engine.demo.manifest import (
     DEMO_DIR,
-    DEMO_LABEL,
     DEMO_MANIFEST,
     DemoManifest,
     demo_engine_config,
@@ -24,7 +23,6 @@ from engine.demo.manifest import (
 
 __all__ = [
     "DEMO_DIR",
-    "DEMO_LABEL",
     "DEMO_MANIFEST",
     "DemoManifest",
     "demo_engine_config",

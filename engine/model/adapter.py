@@ -9,6 +9,11 @@ Layout of an adapter directory::
 The base *signature* (layer counts and widths of the LLM and vision tower, and the level layers)
 is what the weights depend on; loading onto a base with another signature is refused with a
 message naming both. A different base model *name* alone (a moved directory) only logs a warning.
+
+Older adapter configs may record settings of experiments that were removed (docs/lab.md): they
+still load when such a key holds the setting's default, which is what this engine always does
+(one RoPE position per image token, the LLM's causal mask: :data:`REMOVED_SETTING_DEFAULTS`);
+any other value is refused, since this engine cannot run the model the adapter was trained as.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from engine.model.lora import lora_parameters
 __all__ = [
     "ADAPTER_CONFIG",
     "ADAPTER_WEIGHTS",
+    "MANIFEST_KEYS",
+    "REMOVED_SETTING_DEFAULTS",
     "AdapterManifest",
     "adapter_state_dict",
     "load_adapter_weights",
@@ -44,6 +51,13 @@ FORMAT = "geolens-adapter/1"
 # weights added after the format was fixed whose zero value is an exact no-op (the paper
 # projector's row/column embeddings): an adapter written without them loads with zeros
 OPTIONAL_ZERO_WEIGHTS = frozenset({"projector.row_embed", "projector.col_embed"})
+# the keys adapter_config.json has (AdapterManifest.to_json)
+MANIFEST_KEYS = frozenset(
+    ("format", "backbone", "base_model", "base_hash", "base_signature")
+    + ("prompter", "experts", "lora")
+)
+# the defaults of removed settings that older configs record: what this engine always does
+REMOVED_SETTING_DEFAULTS = frozenset({"sequence", "causal"})
 
 
 def signature_hash(signature: dict) -> str:
@@ -61,8 +75,6 @@ class AdapterManifest:
     prompter: PrompterConfig
     experts: ExpertConfig
     lora: LoraConfig | None
-    image_positions: str = "sequence"  # EngineConfig.image_positions the adapter was trained with
-    image_attention: str = "causal"  # EngineConfig.image_attention the adapter was trained with
     format: str = FORMAT
 
     @property
@@ -83,8 +95,6 @@ class AdapterManifest:
             "prompter": asdict(self.prompter),
             "experts": asdict(self.experts),
             "lora": asdict(self.lora) if self.lora is not None else None,
-            "image_positions": self.image_positions,
-            "image_attention": self.image_attention,
         }
         return json.dumps(data, indent=2, sort_keys=True)
 
@@ -109,16 +119,28 @@ class AdapterManifest:
                 lora=LoraConfig(**{**lora, "target_modules": tuple(lora["target_modules"])})
                 if lora
                 else None,
-                image_positions=data.get("image_positions", "sequence"),  # absent before 11/2026
-                image_attention=data.get("image_attention", "causal"),  # absent before 11/2026
             )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ConfigError(f"{where} is not a valid GeoLens adapter config: {err!r}") from err
+        _check_removed_settings(data, where)
         if data.get("base_hash") != manifest.base_hash:
             raise ConfigError(
                 f"{where}: base_hash does not match base_signature (file edited by hand?)"
             )
         return manifest
+
+
+def _check_removed_settings(data: dict, where: str) -> None:
+    """Refuse an adapter whose config records a removed setting at another value than its
+    default (keys this format does not have; see the module docstring)."""
+    for key in sorted(set(data) - MANIFEST_KEYS):
+        value = data[key]
+        if value not in REMOVED_SETTING_DEFAULTS:
+            raise ConfigError(
+                f"{where}: the adapter was trained with {key}={value!r}, an option that was "
+                "removed in favour of the default (one RoPE position per image token, the LLM's "
+                "causal mask), the only model this engine runs; retrain the adapter"
+            )
 
 
 def adapter_state_dict(vlm) -> dict[str, torch.Tensor]:
@@ -148,8 +170,6 @@ def save_adapter(vlm, path: str | Path) -> Path:
         prompter=vlm.prompter_config,
         experts=vlm.expert_config,
         lora=vlm.lora_config,
-        image_positions=vlm.backbone.image_positions,
-        image_attention=vlm.backbone.image_attention,
     )
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in adapter_state_dict(vlm).items()}
     save_file(tensors, str(root / ADAPTER_WEIGHTS), metadata={"format": FORMAT})

@@ -37,13 +37,7 @@ def build_vlm(cfg: EngineConfig, placement: Placement) -> SemanticVLM:
                 f"config asks for {cfg.backbone!r}; use --backbone {manifest.backbone}"
             )
         backbone = load_backbone(
-            dataclasses.replace(
-                cfg,
-                level_layers=manifest.level_layers,
-                image_positions=manifest.image_positions,
-                image_attention=manifest.image_attention,
-            ),
-            placement,
+            dataclasses.replace(cfg, level_layers=manifest.level_layers), placement
         )
         check_base(manifest, backbone)
         vlm = SemanticVLM.with_adapter_modules(
@@ -66,12 +60,10 @@ def build_vlm(cfg: EngineConfig, placement: Placement) -> SemanticVLM:
     return vlm.eval()
 
 
-def new_trainable_vlm(
-    cfg: EngineConfig, placement: Placement, with_lora: bool = True
-) -> SemanticVLM:
-    """A base with fresh adapter modules from ``cfg`` (for training); all groups frozen."""
+def new_trainable_vlm(cfg: EngineConfig, placement: Placement) -> SemanticVLM:
+    """A base with fresh adapter modules from ``cfg`` (LoRA only when ``cfg.lora`` is set, for
+    training); all groups frozen."""
     backbone = load_backbone(cfg, placement)
-    lora = cfg.lora if with_lora else None
     return SemanticVLM.with_adapter_modules(
-        backbone, cfg.prompter, cfg.experts, lora, placement.module_dtype
+        backbone, cfg.prompter, cfg.experts, cfg.lora, placement.module_dtype
     )

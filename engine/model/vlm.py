@@ -144,9 +144,8 @@ class SemanticVLM(nn.Module):
         mask = batch.attention_mask.to(self.backbone.device)
         input_ids = batch.input_ids.to(mask.device)
         positions = self.backbone.position_ids(input_ids, mask, batch.images)
-        blocks = self.backbone.image_blocks(input_ids)
         labels = batch.labels.to(mask.device) if batch.labels is not None else None
-        return self.backbone.lm_forward(embeds, mask, positions, labels=labels, image_blocks=blocks)
+        return self.backbone.lm_forward(embeds, mask, positions, labels=labels)
 
     def prefill(self, batch: VLMBatch, cache) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the prompt into ``cache``; returns last logits (B, V) and next positions (B,)."""
@@ -156,12 +155,7 @@ class SemanticVLM(nn.Module):
         input_ids = batch.input_ids.to(mask.device)
         positions = self.backbone.position_ids(input_ids, mask, batch.images)
         out = self.backbone.lm_forward(
-            embeds,
-            mask,
-            positions,
-            past_key_values=cache,
-            logits_to_keep=1,
-            image_blocks=self.backbone.image_blocks(input_ids),
+            embeds, mask, positions, past_key_values=cache, logits_to_keep=1
         )
         row_dims = (0, 2) if positions.ndim == 3 else (1,)  # (3, B, T) M-RoPE or (B, T)
         return out.logits[:, -1], positions.amax(dim=row_dims) + 1

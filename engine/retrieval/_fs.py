@@ -1,10 +1,9 @@
-"""File-system helpers: all-or-nothing directory writes and file checksums.
+"""File-system helpers of the retrieval package: guarded all-or-nothing directory writes and
+file checksums.
 
-A knowledge base (or a saved embedder) is written into a hidden temporary directory beside its
-destination and renamed into place only when every file is complete and flushed. An exception or
-Ctrl-C midway removes the temporary directory, so a half-written index never sits at the
-destination; an existing knowledge base there is replaced only at the very end. (A hard kill,
-``kill -9`` or power loss, can leave a ``.<name>.tmp-*`` directory behind, never a broken KB.)
+A knowledge base (or a saved embedder) is written with :func:`engine.atomic.atomic_directory`
+(a temporary sibling renamed into place when complete); :func:`atomic_directory` here adds the
+guard that an existing destination is replaced only when asked to and only when GeoLens wrote it.
 """
 
 from __future__ import annotations
@@ -12,13 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from engine import atomic
 from engine.errors import KnowledgeBaseError
 
 __all__ = ["atomic_directory", "sha256_file", "write_json"]
@@ -33,15 +29,8 @@ def atomic_directory(final: Path, *, replace: bool, marker: str) -> Iterator[Pat
     """
     final = Path(final).absolute()
     _check_destination(final, replace=replace, marker=marker)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    with atomic.atomic_directory(final) as tmp:
         yield tmp
-        _fsync_dir(tmp)
-        _swap_in(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _check_destination(final: Path, *, replace: bool, marker: str) -> None:
@@ -61,22 +50,6 @@ def _check_destination(final: Path, *, replace: bool, marker: str) -> None:
             "GeoLens wrote; "
             "refusing to replace it, choose another output path"
         )
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    for path in directory.iterdir():
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
 
 
 def write_json(path: Path, payload: dict) -> None:

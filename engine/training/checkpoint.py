@@ -17,16 +17,15 @@ only considers complete ones. The base is saved with the original Hugging Face k
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from engine.atomic import atomic_directory
 from engine.errors import ConfigError, WeightsNotFoundError
 from engine.model.adapter import ADAPTER_WEIGHTS, save_adapter
 
@@ -38,33 +37,12 @@ __all__ = [
     "prune_checkpoints",
     "save_base",
     "save_checkpoint",
-    "write_atomically",
 ]
 
 BASE_GROUPS = ("llm", "vision")  # groups whose weights live in the base model, not the adapter
 STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-def write_atomically(final: Path, write) -> Path:
-    """Call ``write(tmp_dir)`` and rename ``tmp_dir`` to ``final`` (replacing an old one)."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        write(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 def _base_state(model: torch.nn.Module, tied: bool) -> dict[str, torch.Tensor]:
@@ -133,8 +111,7 @@ def save_checkpoint(
     final: Path, vlm, optimizer, scheduler, step: int, groups: tuple[str, ...], meta: dict
 ) -> Path:
     """Write a complete checkpoint for optimizer step ``step`` atomically to ``final``."""
-
-    def write(tmp: Path) -> None:
+    with atomic_directory(final) as tmp:
         if vlm.prompter is not None:
             save_adapter(vlm, tmp / "adapter")
         if any(g in BASE_GROUPS for g in groups):
@@ -150,8 +127,7 @@ def save_checkpoint(
         (tmp / META_FILE).write_text(
             json.dumps({"step": step, "groups": list(groups), **meta}, indent=2), encoding="utf-8"
         )
-
-    return write_atomically(final, write)
+    return Path(final)
 
 
 def latest_checkpoint(checkpoints_dir: Path) -> Path | None:

@@ -42,15 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import (
-    BACKBONE_NAMES,
-    EngineConfig,
-    ExpertConfig,
-    LoraConfig,
-    PrompterConfig,
-    QuantConfig,
-    _jsonable,
-)
+from engine.config import EngineConfig, _jsonable, build_config
 from engine.errors import ConfigError
 from engine.types import Task
 
@@ -60,6 +52,7 @@ __all__ = [
     "STAGE_DEFAULT_LR",
     "DataConfig",
     "DataSource",
+    "MODEL_KEYS",
     "ModelSection",
     "OptimConfig",
     "RetrievalSection",
@@ -81,18 +74,6 @@ STAGE_DEFAULT_TASKS = {"align": ("caption",), "instruct": None}
 def _need(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
-
-
-def _build(cls, data: Any, where: str):
-    """``cls(**data)`` with unknown and missing keys reported by name."""
-    _need(isinstance(data, dict), f"{where} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    _need(not unknown, f"unknown key(s) {unknown} in {where}; known keys: {sorted(names)}")
-    try:
-        return cls(**data)
-    except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -130,7 +111,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("train", "val"):
             sources = tuple(
-                s if isinstance(s, DataSource) else _build(DataSource, s, f"data.{name}[{i}]")
+                s if isinstance(s, DataSource) else build_config(DataSource, s, f"data.{name}[{i}]")
                 for i, s in enumerate(getattr(self, name) or ())
             )
             object.__setattr__(self, name, sources)
@@ -147,63 +128,59 @@ class DataConfig:
         _need(self.val_limit > 0, f"data.val_limit must be > 0, got {self.val_limit}")
 
 
+# the EngineConfig fields a model section sets (adapter_path: use init_adapter; retrieval: the
+# run's own retrieval section; generation: training does not generate)
+MODEL_KEYS = tuple(
+    f.name
+    for f in dataclasses.fields(EngineConfig)
+    if f.name not in ("adapter_path", "retrieval", "generation")
+)
+TRAINING_MODEL_KEYS = ("init_adapter", "gradient_checkpointing")
+
+
 @dataclass(frozen=True)
 class ModelSection:
-    """The model to train: the fields of :class:`engine.config.EngineConfig` that define it,
-    plus ``init_adapter`` (an adapter directory whose weights initialise the new modules,
-    e.g. stage 1's result) and ``lora`` (``None``: no LoRA, e.g. when the whole LLM trains)."""
+    """The model to train: ``engine``, the :class:`engine.config.EngineConfig` of the base and of
+    the new adapter modules (its ``lora`` ``None``: no LoRA, e.g. when the whole LLM trains),
+    plus ``init_adapter`` (an adapter directory whose weights initialise the new modules, e.g.
+    stage 1's result) and ``gradient_checkpointing``. In a file the section is flat: the keys of
+    :data:`MODEL_KEYS` and :data:`TRAINING_MODEL_KEYS` (``backbone`` defaults to ``paper``)."""
 
-    backbone: str = "paper"
-    model_path: Path | None = None
-    vision_path: Path | None = None
-    level_layers: tuple[int, ...] | None = None
-    device: str = "auto"
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(backbone="paper"))
     init_adapter: Path | None = None
-    prompter: PrompterConfig = field(default_factory=PrompterConfig)
-    experts: ExpertConfig = field(default_factory=ExpertConfig)
-    lora: LoraConfig | None = field(default_factory=LoraConfig)
-    quant: QuantConfig = field(default_factory=QuantConfig)
     gradient_checkpointing: bool = False
-    image_positions: str = "sequence"  # EngineConfig.image_positions
-    image_attention: str = "causal"  # EngineConfig.image_attention
 
     def __post_init__(self) -> None:
         _need(
-            self.backbone in BACKBONE_NAMES,
-            f"model.backbone={self.backbone!r}; use one of {', '.join(BACKBONE_NAMES)}",
+            isinstance(self.engine, EngineConfig),
+            f"model.engine must be an EngineConfig, got {type(self.engine).__name__}",
         )
-        for name, kind in (
-            ("prompter", PrompterConfig),
-            ("experts", ExpertConfig),
-            ("lora", LoraConfig),
-            ("quant", QuantConfig),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                if name == "experts" and value.get("layers") is not None:
-                    value = {**value, "layers": tuple(value["layers"])}
-                object.__setattr__(self, name, _build(kind, value, f"model.{name}"))
-        for name in ("model_path", "vision_path", "init_adapter"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, Path(value))
-        self.engine_config()  # validates the rest (device, level layers, ...)
+        _need(
+            self.engine.adapter_path is None,
+            "model: a training run starts from init_adapter, not adapter_path",
+        )
+        if self.init_adapter is not None:
+            object.__setattr__(self, "init_adapter", Path(self.init_adapter))
 
-    def engine_config(self) -> EngineConfig:
-        """The :class:`EngineConfig` of the model being trained (no adapter, no retrieval)."""
-        return EngineConfig(
-            backbone=self.backbone,
-            model_path=self.model_path,
-            vision_path=self.vision_path,
-            device=self.device,
-            level_layers=self.level_layers,
-            prompter=self.prompter,
-            experts=self.experts,
-            lora=self.lora or LoraConfig(),
-            quant=self.quant,
-            image_positions=self.image_positions,
-            image_attention=self.image_attention,
-        )
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "model") -> ModelSection:
+        """Build from the flat mapping of a config file (see the class docstring)."""
+        _need(isinstance(data, dict), f"{where} must be a mapping, got {type(data).__name__}")
+        known = (*MODEL_KEYS, *TRAINING_MODEL_KEYS)
+        unknown = sorted(set(data) - set(known))
+        _need(not unknown, f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
+        extras = {k: data[k] for k in TRAINING_MODEL_KEYS if k in data}
+        engine = {"backbone": "paper", **{k: v for k, v in data.items() if k in MODEL_KEYS}}
+        return cls(EngineConfig.from_dict(engine, where), **extras)
+
+    def to_json(self) -> dict:
+        """The flat, JSON-ready mapping :meth:`from_dict` reads."""
+        engine = self.engine.to_dict()
+        return {
+            **{k: engine[k] for k in MODEL_KEYS},
+            "init_adapter": str(self.init_adapter) if self.init_adapter is not None else None,
+            "gradient_checkpointing": self.gradient_checkpointing,
+        }
 
 
 @dataclass(frozen=True)
@@ -238,11 +215,7 @@ class OptimConfig:
     (optimizer steps) wins over ``epochs``. ``precision`` ``auto``: bf16 autocast on CUDA, fp32
     on CPU. ``loss``: ``token`` averages the next-token loss over all answer tokens of a batch
     (the usual recipe, long answers weigh more); ``sample`` averages per answer first, so a
-    one-word answer ("yes") weighs as much as a 20-token box. ``number_sigma`` > 0: targets that
-    are whole-number tokens (box corners, counts) become a Gaussian of that width over the number
-    tokens that are multiples of ``number_grid``, so near misses cost little
-    (:mod:`engine.training.losses`); 0 is plain cross-entropy. Set ``number_grid`` to the step
-    the answers' numbers use (10 when boxes are snapped to tens)."""
+    one-word answer ("yes") weighs as much as a 20-token box."""
 
     lr: dict | None = None
     batch_size: int = 4
@@ -256,8 +229,6 @@ class OptimConfig:
     max_grad_norm: float | None = 1.0
     precision: str = "auto"
     loss: str = "token"
-    number_sigma: float = 0.0
-    number_grid: int = 1
     seed: int = 0
     log_every: int = 10
     eval_every: int | None = None
@@ -300,14 +271,6 @@ class OptimConfig:
             self.loss in LOSS_REDUCTIONS,
             f"optim.loss={self.loss!r}; use one of {', '.join(LOSS_REDUCTIONS)}",
         )
-        _need(
-            isinstance(self.number_sigma, (int, float)) and self.number_sigma >= 0,
-            f"optim.number_sigma must be >= 0 (0: plain cross-entropy), got {self.number_sigma!r}",
-        )
-        _need(
-            isinstance(self.number_grid, int) and self.number_grid > 0,
-            f"optim.number_grid must be a positive integer, got {self.number_grid!r}",
-        )
         object.__setattr__(self, "betas", tuple(self.betas))
 
     def lr_for(self, stage: str) -> dict[str, float]:
@@ -332,7 +295,7 @@ class TrainConfig:
         lr = self.optim.lr_for(self.stage)
         if "lora" in lr:
             _need(
-                self.model.lora is not None,
+                self.model.engine.lora is not None,
                 "optim.lr trains 'lora' but model.lora is null; add a model.lora section or "
                 "drop 'lora' from optim.lr",
             )
@@ -349,8 +312,9 @@ class TrainConfig:
         return self.optim.lr_for(self.stage)
 
     def to_json(self) -> dict:
-        """JSON-ready dict (paths as strings), written next to the run as ``train_config.json``."""
-        return _jsonable(dataclasses.asdict(self))
+        """JSON-ready dict (paths as strings), written next to the run as ``train_config.json``;
+        :meth:`from_dict` reads it back."""
+        return {**_jsonable(dataclasses.asdict(self)), "model": self.model.to_json()}
 
     @classmethod
     def from_dict(cls, data: dict, stage: str | None = None, where: str = "config") -> TrainConfig:
@@ -366,16 +330,13 @@ class TrainConfig:
         _need("stage" in data, f"{where} has no stage; pass --stage align|instruct")
         for key in ("output_dir", "model", "data"):
             _need(key in data, f"{where} lacks the required key {key!r}")
-        sections = {
-            "model": ModelSection,
-            "data": DataConfig,
-            "optim": OptimConfig,
-            "retrieval": RetrievalSection,
-        }
+        if isinstance(data.get("model"), dict):
+            data["model"] = ModelSection.from_dict(data["model"], f"{where}: model")
+        sections = {"data": DataConfig, "optim": OptimConfig, "retrieval": RetrievalSection}
         for key, kind in sections.items():
             if isinstance(data.get(key), dict):
-                data[key] = _build(kind, data[key], f"{where}: {key}")
-        return _build(cls, data, where)
+                data[key] = build_config(kind, data[key], f"{where}: {key}")
+        return build_config(cls, data, where)
 
 
 def load_train_config(path: str | Path, stage: str | None = None) -> TrainConfig:

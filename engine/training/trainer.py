@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.atomic import atomic_directory
 from engine.errors import ConfigError
 from engine.model.build import new_trainable_vlm
 from engine.model.loading import resolve_placement
@@ -45,11 +46,10 @@ from engine.training.checkpoint import (
     prune_checkpoints,
     save_base,
     save_checkpoint,
-    write_atomically,
 )
 from engine.training.config import TrainConfig
 from engine.training.data import BatchMaker, SampleOrder, load_samples, sample_weight
-from engine.training.losses import answer_token_losses, number_tokens, reduce_answer_losses
+from engine.training.losses import answer_token_losses, reduce_answer_losses
 
 __all__ = ["TrainResult", "Trainer", "lr_multiplier"]
 
@@ -85,25 +85,16 @@ class Trainer:
         self.config = config
         self.out = config.output_dir
         _seed_everything(config.optim.seed)
-        self.placement = resolve_placement(config.model.device, config.model.quant)
+        self.placement = resolve_placement(config.model.engine.device, config.model.engine.quant)
         self.groups = tuple(config.group_lr)
         self.vlm = self._build_model()
-        self.prompts = load_prompt_set(config.model.backbone, "adapter")
+        self.prompts = load_prompt_set(config.model.engine.backbone, "adapter")
         self.train_samples = load_samples(config.data.train, config.tasks)
         if not self.train_samples:
             raise ConfigError(f"no training samples for tasks {config.tasks} in data.train")
         self.val_samples = load_samples(config.data.val, config.tasks)[: config.data.val_limit]
         retrieved = self._retrieve()
         self.make_batch = BatchMaker(self.vlm, self.prompts, retrieved)
-        self.numbers = None
-        if config.optim.number_sigma:
-            self.numbers = number_tokens(self.vlm.backbone.tokenizer, config.optim.number_grid)
-            if self.numbers is None:
-                raise ConfigError(
-                    "optim.number_sigma is set, but the tokenizer has fewer than two "
-                    f"whole-number tokens on optim.number_grid={config.optim.number_grid}; "
-                    "set number_sigma to 0 or a smaller number_grid"
-                )
         weights = tuple(sample_weight(s, config.data.weights) for s in self.train_samples)
         optim = config.optim
         self.order = SampleOrder(weights, optim.seed, optim.batch_size * optim.grad_accum)
@@ -124,9 +115,7 @@ class Trainer:
                 "optim.lr trains 'llm', but the LLM is loaded in 4-bit (quant.mode auto on CUDA "
                 "or nf4); set model.quant.mode: none to train it, or train 'lora' instead"
             )
-        vlm = new_trainable_vlm(
-            model.engine_config(), self.placement, with_lora=model.lora is not None
-        )
+        vlm = new_trainable_vlm(model.engine, self.placement)
         if model.init_adapter is not None:
             loaded = load_partial_adapter(vlm, model.init_adapter)
             logger.info("initialised %d adapter tensors from %s", len(loaded), model.init_adapter)
@@ -249,16 +238,12 @@ class Trainer:
         return total / max(1, count)
 
     def _loss(self, batch) -> torch.Tensor:
-        """Next-token loss on the answer tokens (soft number targets when ``number_sigma``),
-        reduced per ``optim.loss``."""
-        optim = self.config.optim
-        if optim.loss == "token" and not optim.number_sigma:
+        """Next-token loss on the answer tokens, reduced per ``optim.loss``."""
+        if self.config.optim.loss == "token":
             return self.vlm(batch).loss
         logits = self.vlm(dataclasses.replace(batch, labels=None)).logits  # (B, T, V)
-        losses, mask = answer_token_losses(
-            logits, batch.labels.to(logits.device), self.numbers, optim.number_sigma
-        )
-        return reduce_answer_losses(losses, mask, optim.loss)
+        losses, mask = answer_token_losses(logits, batch.labels.to(logits.device))
+        return reduce_answer_losses(losses, mask, self.config.optim.loss)
 
     def _autocast(self):
         precision, device = self.config.optim.precision, self.placement.device.type
@@ -289,7 +274,8 @@ class Trainer:
         """``<output_dir>/final``: ``adapter/`` and, when base weights trained, ``base/``."""
         from engine.model.adapter import save_adapter
 
-        def write(tmp: Path) -> None:
+        final = self.out / "final"
+        with atomic_directory(final) as tmp:
             save_adapter(self.vlm, tmp / "adapter")
             if any(g in BASE_GROUPS for g in self.groups):
                 save_base(self.vlm, tmp / "base")
@@ -300,8 +286,7 @@ class Trainer:
                 ),
                 encoding="utf-8",
             )
-
-        return write_atomically(self.out / "final", write)
+        return final
 
     def _resume(self) -> int:
         path = latest_checkpoint(self.checkpoints_dir)

@@ -91,7 +91,8 @@ def write_tiny_demo(folder: Path, engine=None) -> Path:
 
         save_adapter(engine.vlm, folder / "adapter")
     manifest = {"label": "GeoLens demo model (test build)", "backbone": "paper",
-                "model": str(cached_tiny_model_dir("paper")), "adapter": "adapter"}
+                "model": str(cached_tiny_model_dir("paper")), "adapter": "adapter",
+                "scene_classes": ["rural", "urban", "industrial"], "recommended_region_m": 64.0}
     path = folder / "demo.json"
     path.write_text(json.dumps(manifest), encoding="utf-8")
     return path

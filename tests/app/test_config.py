@@ -13,7 +13,7 @@ from tests.app.conftest import write_tiny_demo
 
 def test_defaults_open_the_demo():
     cfg = parse_launch_config([], {})
-    assert cfg.app.host == "127.0.0.1" and cfg.app.port == 7860 and cfg.app.auth is None
+    assert cfg.app.host == "127.0.0.1" and cfg.app.port == 7860 and cfg.app.logins == ()
     assert cfg.app.use_demo_raster and cfg.app.rasters == ()
     assert cfg.app.workspace == Path("workspace")
     assert cfg.model.model is None and cfg.engine is None  # no demo model shipped -> no model
@@ -50,14 +50,59 @@ def test_engine_config_carries_backbone_and_adapter():
 
 
 def test_non_loopback_host_needs_auth():
-    with pytest.raises(AppConfigError, match="--auth USER:PASS"):
+    with pytest.raises(AppConfigError, match="--auth-file FILE"):
         parse_launch_config(["--host", "0.0.0.0"], {})
     with pytest.raises(AppConfigError, match="192.168.1.5"):
         parse_launch_config([], {"GEOLENS_HOST": "192.168.1.5"})
     cfg = parse_launch_config(["--host", "0.0.0.0", "--auth", "ana:pa:ss"], {})
-    assert cfg.app.auth == Auth("ana", "pa:ss") and "pa:ss" not in repr(cfg)
+    assert cfg.app.logins == (Auth("ana", "pa:ss"),) and "pa:ss" not in repr(cfg)
+    assert cfg.app.on_network and not cfg.app.multi_user
     assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+
+
+def test_logins_from_env_or_file_keep_passwords_off_the_command_line(tmp_path, caplog):
+    env_cfg = parse_launch_config(["--host", "0.0.0.0"], {"GEOLENS_AUTH": "ana:s3cret"})
+    assert env_cfg.app.logins == (Auth("ana", "s3cret"),)
+    assert "shows" not in caplog.text  # no warning: the password is not in argv
+    logins = tmp_path / "logins.txt"
+    logins.write_text("# analysts\nana:s3cret\n\nbob:pa:ss\n")
+    cfg = parse_launch_config(["--host", "0.0.0.0", "--auth-file", str(logins)], {})
+    assert cfg.app.logins == (Auth("ana", "s3cret"), Auth("bob", "pa:ss")) and cfg.app.multi_user
+    assert parse_launch_config([], {"GEOLENS_AUTH_FILE": str(logins)}).app.logins == cfg.app.logins
+    with caplog.at_level("WARNING"):
+        parse_launch_config(["--auth", "ana:s3cret"], {})
+    assert "ps" in caplog.text and "GEOLENS_AUTH" in caplog.text
+    logins.write_text("ana:x\nana:y\n")
+    with pytest.raises(AppConfigError, match="names a user twice"):
+        parse_launch_config(["--auth-file", str(logins)], {})
+    logins.write_text("ana\n")
+    with pytest.raises(AppConfigError, match="line 1"):
+        parse_launch_config(["--auth-file", str(logins)], {})
+
+
+def test_security_and_limit_flags(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = parse_launch_config(["--data-dir", str(data), "--trusted-dir", str(data), "--allowed-host", "GeoLens.Lab",
+                               "--allow-network-rasters", "--max-upload-mb", "10", "--max-question-chars", "300",
+                               "--max-answer-tokens", "64"], {})
+    app = cfg.app
+    assert app.data_dirs == (data.resolve(),) and app.trusted_dirs == (data.resolve(),)
+    assert app.allowed_hosts == ("geolens.lab",) and app.allow_network_rasters
+    assert (app.max_upload_mb, app.max_question_chars, app.max_answer_tokens) == (10, 300, 64)
+    env = parse_launch_config([], {"GEOLENS_DATA_DIR": str(data), "GEOLENS_ALLOWED_HOST": "a.lab, b.lab"})
+    assert env.app.data_dirs == (data.resolve(),) and env.app.allowed_hosts == ("a.lab", "b.lab")
+    with pytest.raises(AppConfigError, match="is not a folder"):
+        parse_launch_config(["--data-dir", str(tmp_path / "missing")], {})
+    with pytest.raises(AppConfigError, match="max-question-chars"):
+        parse_launch_config(["--max-question-chars", "0"], {})
+
+
+def test_max_answer_tokens_reaches_the_engine_config(tmp_path):
+    demo = write_tiny_demo(tmp_path / "demo")
+    cfg = parse_launch_config(["--device", "cpu", "--max-answer-tokens", "17"], {}, demo_manifest=demo)
+    assert cfg.engine.generation.max_new_tokens == 17
 
 
 @pytest.mark.parametrize("argv, env, match", [

@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
-from pyproj import CRS
+import json
+
+import pytest
 
 from app import handlers
 from app.asking import AskRequest
 from app.config import parse_launch_config
-from app.demo import ensure_demo_raster, write_demo_raster
+from app.demo import DEMO_MANIFEST, demo_labels, ensure_demo_raster
+from app.errors import AssetNotFoundError
 from app.services import open_services
 from engine.types import Task
 from tests.app.conftest import write_tiny_demo
 from tiles import open_raster
 
 
-def test_demo_raster_is_made_once_and_georeferenced(tmp_path):
-    first = ensure_demo_raster(tmp_path)
-    raster = open_raster(first.path)
-    assert raster.georeferenced and raster.count == 3 and "Demo raster" in first.label
-    mtime = first.path.stat().st_mtime_ns
-    again = ensure_demo_raster(tmp_path)
-    assert again.path == first.path and again.path.stat().st_mtime_ns == mtime
+def test_shipped_demo_raster_is_georeferenced():
+    demo = ensure_demo_raster()
+    raster = open_raster(demo.path)
+    assert raster.georeferenced and raster.count == 3 and "Demo raster" in demo.label
 
 
-def test_generated_demo_raster_matches_the_generator(tmp_path):
-    info = write_demo_raster(tmp_path, seed=3)
-    raster = open_raster(tmp_path / info["file"])
-    assert CRS.from_user_input(raster.crs) == CRS.from_user_input(info["crs"])
-    assert (raster.width, raster.height) == tuple(info["size_px"])
-    assert info["objects"] > 0 and (tmp_path / info["ground_truth"]).is_file()
+def test_missing_demo_raster_names_the_file_and_the_build_command(tmp_path):
+    missing = tmp_path / "demo_scene.tif"
+    with pytest.raises(AssetNotFoundError) as err:
+        ensure_demo_raster(missing)
+    assert str(missing) in str(err.value) and "python assets/build_demo.py" in str(err.value)
+
+
+def test_demo_labels_come_from_demo_json(tmp_path):
+    manifest = tmp_path / "demo.json"
+    data = json.loads(DEMO_MANIFEST.read_text(encoding="utf-8"))
+    manifest.write_text(json.dumps({**data, "scene_classes": ["a", "b"]}), encoding="utf-8")
+    assert demo_labels(manifest) == ("a", "b")
+    assert demo_labels() == tuple(data["scene_classes"])
 
 
 def _services_with_demo(manifest, raster, workspace):

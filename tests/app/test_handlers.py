@@ -199,3 +199,98 @@ def test_select_delete_export_clear(engine_services):
 
 def test_parse_labels():
     assert parse_labels(" forest, farmland,,\nwater , forest") == ("forest", "farmland", "water")
+
+
+def test_results_table_pages_and_filters(engine_services):
+    from tests.app.test_results import _at
+
+    geo, plain = _ids(engine_services)
+    for i in range(120):
+        engine_services.store.append(_at(15.0, 45.0, answer=f"a{i}", task="ask" if i % 3 else "caption",
+                                         raster=str(geo.path if i < 110 else plain.path)))
+    first = handlers.results_page(engine_services)
+    assert len(first.rows) == handlers.PAGE_SIZE and first.rows[0][5] == "a119"
+    assert first.line == "Results 1–50 of 120"
+    last = handlers.results_page(engine_services, offset=100)
+    assert last.line == "Results 101–120 of 120" and last.rows[-1][5] == "a0"
+    beyond = handlers.results_page(engine_services, offset=500)  # after deletes: the last page
+    assert beyond.offset == 100
+    by_raster = handlers.results_page(engine_services, raster_id=plain.raster_id)
+    assert by_raster.total == 10 and all(r[7] == "photo.png" for r in by_raster.rows)
+    assert handlers.results_page(engine_services, task="caption").total == 40
+    assert handlers.results_page(engine_services, raster_id=plain.raster_id, task="region").line == \
+        "No results match the filter."
+    selected = [first.rows[0][1]]
+    value = handlers.map_update(engine_services, geo.raster_id, None, selected=selected,
+                                focus_result=selected[0])
+    assert value["focus"]["space"] == "lonlat" and value["focus"]["seq"] == 1
+    (s, w), (n, e) = value["focus"]["bounds"]
+    assert w == pytest.approx(15.0) and n == pytest.approx(45.001)
+    assert "results" not in value and value["results_seq"] == engine_services.store.version
+    assert len(json.dumps(value)) < 5000  # the map value does not grow with the history
+
+
+def test_question_length_is_limited(engine_services):
+    geo, _ = _ids(engine_services)
+    with pytest.raises(UserInputError, match="500,000 characters long; the limit is 2,000"):
+        list(handlers.ask(engine_services, AskRequest(geo.raster_id, Task.ASK, "x" * 500_000)))
+    assert len(engine_services.store) == 0
+
+
+def test_a_drawing_made_on_another_raster_is_refused(engine_services):
+    geo, plain = _ids(engine_services)
+    region = DrawnRegion(_rect_lonlat(geo), "lonlat", "rectangle", raster_id=plain.raster_id)
+    with pytest.raises(UserInputError, match="drawing was made on another raster"):
+        AskRequest(geo.raster_id, Task.CAPTION, region=region)
+
+
+def test_grounding_answers_read_like_answers(engine_services):
+    from app.asking import readable_answer
+    from engine.types import Answer, BoxPx
+
+    boxes = (BoxPx(0, 0, 5, 5), BoxPx(10, 10, 20, 20))
+    raw = Answer(text="[1,2,30,40]\n[100,100,200,200]", task=Task.GROUND, boxes_px=boxes)
+    assert readable_answer(Task.GROUND, "storage tanks", raw) == "2 storage tanks found (boxes on the map)."
+    one = Answer(text="[1,2,3,4]", task=Task.GROUND, boxes_px=boxes[:1])
+    assert readable_answer(Task.GROUND, "the storage tanks", one) == "1 storage tank found (boxes on the map)."
+    none = Answer(text="", task=Task.GROUND)
+    assert readable_answer(Task.GROUND, "ships", none) == "No ships found in this region."
+    noted = readable_answer(Task.CAPTION, None, Answer(text="A field.", task=Task.CAPTION), demo_on_real=True)
+    assert noted.startswith("A field.") and "demo model" in noted and "synthetic" in noted
+    geo, _ = _ids(engine_services)
+    record = list(handlers.ask(engine_services, AskRequest(geo.raster_id, Task.GROUND, "buildings")))[-1].record
+    assert record.answer.endswith("found (boxes on the map).") or record.answer.endswith("found in this region.")
+    region = engine_services.store.features([record.result_id])[0]["properties"]
+    assert "model_output" in region and region["whole_raster"] is True
+
+
+def test_exports_name_rasters_not_server_paths(engine_services):
+    geo, _ = _ids(engine_services)
+    list(handlers.ask(engine_services, AskRequest(geo.raster_id, Task.CAPTION)))
+    (path,) = handlers.export_results(engine_services, None)
+    text = path.read_text()
+    assert json.loads(text)["features"][0]["properties"]["raster"] == "scene.tif"
+    assert str(geo.path.parent) not in text
+
+
+def test_each_analyst_deletes_and_clears_only_their_own(engine_services):
+    geo, _ = _ids(engine_services)
+    ana = [list(handlers.ask(engine_services, AskRequest(geo.raster_id, Task.CAPTION), owner="ana"))[-1].record
+           for _ in range(2)]
+    bob = list(handlers.ask(engine_services, AskRequest(geo.raster_id, Task.CAPTION), owner="bob"))[-1].record
+    assert handlers.results_page(engine_services, owner="ana").total == 2
+    line = handlers.delete_results(engine_services, [ana[0].result_id, bob.result_id], owner="ana")
+    assert line.startswith("Deleted 1 result.") and "not yours" in line
+    handlers.clear_results(engine_services, owner="ana")
+    assert [s.result_id for s in engine_services.store.summaries()] == [bob.result_id]
+    with pytest.raises(UserInputError, match="no results to export"):
+        handlers.export_results(engine_services, None, owner="ana")
+
+
+def test_close_raster_keeps_its_results(engine_services):
+    geo, plain = _ids(engine_services)
+    list(handlers.ask(engine_services, AskRequest(plain.raster_id, Task.CAPTION)))
+    assert handlers.close_raster(engine_services, plain.raster_id).startswith("Closed photo.png")
+    assert plain.raster_id not in engine_services.catalog and len(engine_services.store) == 1
+    with pytest.raises(UserInputError, match="no raster is selected"):
+        handlers.close_raster(engine_services, None)

@@ -8,7 +8,7 @@ import launch
 def test_non_loopback_without_auth_exits_2(capsys, tmp_path):
     assert launch.main(["--host", "0.0.0.0", "--workspace", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("geolens: refusing to serve on '0.0.0.0'") and "--auth USER:PASS" in err
+    assert err.startswith("geolens: refusing to serve on '0.0.0.0'") and "--auth-file FILE" in err
     assert "Traceback" not in err
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import re
 
 import pytest
@@ -48,6 +51,7 @@ def test_map_raster_for_geotiff_and_plain_image(services):
     (south, west), (north, east) = geo.fit_bounds
     assert 14.9 < west < east < 15.1 and 45.0 < south < north < 45.2
     assert 15 <= geo.tile_options["maxNativeZoom"] <= 18  # 2 m pixels
+    assert "source" not in asdict(geo) and str(by_kind[True].path.parent) not in json.dumps(asdict(geo))
     plain = map_raster(by_kind[False])
     assert plain.kind == "pixel" and plain.fit_bounds == ((-300.0, 0.0), (0.0, 300.0))
     assert plain.tile_options["zoomOffset"] == 1 and plain.tile_url.endswith(".png")
@@ -56,9 +60,9 @@ def test_map_raster_for_geotiff_and_plain_image(services):
 def test_map_value_keeps_the_browser_drawing():
     drawn = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [15.0, 45.0]},
              "properties": {"space": "lonlat", "shape": "point"}}
-    value = map_value([], None, [], previous={"drawn": drawn, "drawn_seq": 4, "fit_seq": 2})
+    value = map_value([], None, results_seq=7, previous={"drawn": drawn, "drawn_seq": 4, "fit_seq": 2})
     assert value["drawn"] == drawn and value["drawn_seq"] == 4
-    assert value["results"] == {"type": "FeatureCollection", "features": []}
+    assert value["results_seq"] == 7 and "results" not in value  # results come from /results/features
 
 
 def test_drawn_region_parsing_and_errors():

@@ -1,4 +1,5 @@
-"""The results store: append, reload, delete, clear, concurrency, corrupt files."""
+"""The results store: append, reload, delete, clear, concurrency, paging, views, owners,
+legacy GeoJSON import (a bad Feature kept apart), corrupt files."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 import pytest
 
-from app.results import RESULTS_FILENAME, ResultBox, ResultRecord, ResultsStore
+from app.results import LEGACY_FILENAME, RESULTS_FILENAME, ResultBox, ResultQuery, ResultRecord, ResultsStore
 
 SQUARE = {"type": "Polygon", "coordinates": [[[15.0, 45.0], [15.01, 45.0], [15.01, 45.01], [15.0, 45.01], [15.0, 45.0]]]}
 WINDOW = {"col_off": 1, "row_off": 2, "width": 30, "height": 40}
@@ -36,12 +37,12 @@ def test_append_writes_features_and_reloads(tmp_path):
         assert key in props
     assert props["window"] == WINDOW and props["crs"] == "EPSG:32633"
     assert new[1]["properties"]["label"] == "tank" and new[2]["properties"]["score"] == pytest.approx(0.6)
-    on_disk = json.loads(path.read_text())
-    assert on_disk["type"] == "FeatureCollection" and len(on_disk["features"]) == 3
-    again = ResultsStore(path)
-    assert again.features() == store.features()
+    store.close()
+    again = ResultsStore(path)  # a new process: everything is on disk
+    assert again.features() == new
     assert len(again) == 1 and again.recovery_notice is None
-    assert [p.name for p in tmp_path.iterdir()] == [RESULTS_FILENAME]  # no temp files left
+    assert {p.name for p in tmp_path.iterdir()} <= {RESULTS_FILENAME, RESULTS_FILENAME + "-wal",
+                                                    RESULTS_FILENAME + "-shm"}
 
 
 def test_summaries_delete_and_clear(tmp_path):
@@ -56,6 +57,7 @@ def test_summaries_delete_and_clear(tmp_path):
     archive = store.clear()
     assert archive is not None and archive.exists()
     assert json.loads(archive.read_text())["features"][0]["properties"]["answer"] == "second"
+    assert archive.name.startswith("results.cleared-")
     assert ResultsStore(store.path).features() == []
     assert store.clear() is None
 
@@ -73,19 +75,88 @@ def test_concurrent_appends_are_all_kept(tmp_path):
     assert {s.answer for s in reloaded.summaries()} == {f"answer {i}" for i in range(40)}
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"type": "Feature"}', '{"type": "FeatureCollection", "features": [1]}',
-                                     b"\xff\xfe\x00garbage"])
-def test_corrupt_file_is_moved_aside_not_overwritten(tmp_path, content):
-    path = tmp_path / RESULTS_FILENAME
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    store = ResultsStore(path)
+@pytest.mark.parametrize("content", ["{not json", '{"type": "Feature"}', b"\xff\xfe\x00garbage"])
+def test_unreadable_legacy_file_is_moved_aside_not_overwritten(tmp_path, content):
+    path = tmp_path / LEGACY_FILENAME
+    data = content if isinstance(content, bytes) else content.encode()
+    path.write_bytes(data)
+    store = ResultsStore(tmp_path / RESULTS_FILENAME)
     assert store.features() == []
     assert store.recovery_notice and "kept as" in store.recovery_notice
     asides = list(tmp_path.glob("results.corrupt-*.geojson"))
-    assert len(asides) == 1
-    assert asides[0].read_bytes() == (content if isinstance(content, bytes) else content.encode())
+    assert len(asides) == 1 and asides[0].read_bytes() == data
     store.append(record())
-    assert len(ResultsStore(path)) == 1 and asides[0].exists()
+    assert len(ResultsStore(store.path)) == 1 and asides[0].exists()
+
+
+def test_legacy_file_imports_and_one_bad_feature_is_kept_apart(tmp_path):
+    good_a, good_b = record("first"), record("second", boxes=0)
+    bad = [1, {"type": "Feature", "geometry": {"type": "Circle"}, "properties": {"result_id": "zz"}},
+           {"type": "Feature", "geometry": SQUARE, "properties": {}}]
+    features = good_a.to_features() + bad + good_b.to_features()
+    (tmp_path / LEGACY_FILENAME).write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    store = ResultsStore(tmp_path / RESULTS_FILENAME)
+    assert [s.answer for s in store.summaries()] == ["first", "second"]
+    assert store.features() == good_a.to_features() + good_b.to_features()
+    notice = store.recovery_notice
+    assert "Imported 2 answers" in notice and "3 Feature(s) were not valid" in notice
+    rejected = list(tmp_path.glob("results.rejected-*.geojson"))
+    assert len(rejected) == 1 and json.loads(rejected[0].read_text())["features"] == bad
+    assert not (tmp_path / LEGACY_FILENAME).exists() and list(tmp_path.glob("results.imported-*.geojson"))
+    store.close()
+    assert ResultsStore(tmp_path / RESULTS_FILENAME).recovery_notice is None  # imported once
+
+
+def test_corrupt_database_is_moved_aside(tmp_path):
+    path = tmp_path / RESULTS_FILENAME
+    path.write_bytes(b"this is not a SQLite database" * 100)
+    store = ResultsStore(path)
+    assert len(store) == 0 and "kept as" in store.recovery_notice
+    asides = list(tmp_path.glob("results.corrupt-*.sqlite"))
+    assert len(asides) == 1 and asides[0].read_bytes().startswith(b"this is not")
+    store.append(record())
+    assert len(store) == 1
+
+
+def _at(lon: float, lat: float, **kw) -> ResultRecord:
+    d = 0.001
+    ring = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
+    return record(region={"type": "Polygon", "coordinates": [ring]}, boxes=0, **kw)
+
+
+def test_pages_filters_and_views(tmp_path):
+    store = ResultsStore(tmp_path / RESULTS_FILENAME)
+    for i in range(120):
+        store.append(_at(10 + i * 0.01, 45.0, answer=f"a{i}", task="ask" if i % 2 else "caption",
+                         raster="/data/one.tif" if i < 100 else "/data/two.tif"))
+    page = store.page(ResultQuery(limit=50))
+    assert page.total == 120 and [r.answer for r in page.rows[:2]] == ["a119", "a118"]  # newest first
+    page3 = store.page(ResultQuery(offset=100, limit=50))
+    assert [r.answer for r in page3.rows] == [f"a{i}" for i in range(19, -1, -1)]
+    assert store.page(ResultQuery(raster="/data/two.tif")).total == 20
+    assert store.page(ResultQuery(raster="/data/one.tif", task="ask")).total == 50
+    view = store.in_view((10.0, 44.9, 10.105, 45.1), "lonlat", limit=1000)
+    assert view.total == 11 and {f["properties"]["answer"] for f in view.features} == {f"a{i}" for i in range(11)}
+    capped = store.in_view((0.0, 0.0, 20.0, 50.0), "lonlat", limit=5)
+    assert capped.total == 120 and capped.shown == 5
+    assert [f["properties"]["answer"] for f in capped.features] == [f"a{i}" for i in range(115, 120)]
+    assert store.in_view((0.0, 0.0, 20.0, 50.0), "pixel").total == 0
+    space, (x0, y0, x1, y1) = store.bounds(page.rows[0].result_id)
+    assert space == "lonlat" and x0 == pytest.approx(11.19) and y1 == pytest.approx(45.001)
+
+
+def test_owners_see_and_change_only_their_own(tmp_path):
+    store = ResultsStore(tmp_path / RESULTS_FILENAME)
+    shared = store.append(record("shared"))[0]["properties"]["result_id"]
+    ana = store.append(record("ana's"), owner="ana")[0]["properties"]["result_id"]
+    bob = store.append(record("bob's"), owner="bob")[0]["properties"]["result_id"]
+    assert {s.answer for s in store.summaries(owner="ana")} == {"shared", "ana's"}
+    assert store.page(ResultQuery(owner="bob")).total == 2
+    assert store.delete([bob], owner="ana") == 0 and store.owner_of(bob) == "bob"
+    archive = store.clear(owner="ana")
+    assert {f["properties"]["answer"] for f in json.loads(archive.read_text())["features"]} == {"shared", "ana's"}
+    assert [s.answer for s in store.summaries()] == ["bob's"]
+    assert store.owner_of(ana) is None and store.owner_of(shared) is None
 
 
 def test_record_validation_messages():

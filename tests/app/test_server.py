@@ -1,4 +1,5 @@
-"""The HTTP routes next to Gradio: tiles by catalog id only, assets below assets/ only, auth."""
+"""The HTTP routes next to Gradio: tiles by catalog id only, assets below assets/ only, results by
+view, Host/Origin checks (DNS rebinding), logins (several users, throttled failures)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from app.server import create_server_app
 from app.ui import build_blocks
 
 
-def _client(services, auth=None):
+def _client(services, auth=None, base_url="http://127.0.0.1:7860", **config_fields):
     import dataclasses
 
-    config = dataclasses.replace(services.config, auth=auth) if auth else services.config
-    return TestClient(create_server_app(services, build_blocks(services), config))
+    logins = tuple(auth) if isinstance(auth, (tuple, list)) else ((auth,) if auth else ())
+    base = services.__dict__.setdefault("_base_config", services.config)
+    config = dataclasses.replace(base, logins=logins, **config_fields)
+    services.config = config
+    return TestClient(create_server_app(services, build_blocks(services), config), base_url=base_url)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +117,8 @@ def test_assets_are_served(client):
 def test_auth_protects_every_route(services):
     geo, _ = _ids(services)
     with _client(services, auth=Auth("ana", "s3cret")) as c:
-        for url in ("/", f"/tiles/{geo.raster_id}/0/0/0.png", "/assets/map/map.js", "/config"):
+        for url in ("/", f"/tiles/{geo.raster_id}/0/0/0.png", "/assets/map/map.js", "/config",
+                    "/results/features?bbox=0,0,1,1"):
             r = c.get(url)
             assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
         bad = base64.b64encode(b"ana:wrong").decode()
@@ -144,3 +149,83 @@ def test_band_presets_on_a_multispectral_raster(client, services, tmp_path):
     assert natural.content != false_colour.content
     r = client.get(base + "?preset=sentinel2-false-color")
     assert r.status_code == 400 and "naip.tif" in r.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:7860", "127.0.0.1.nip.io", "10.0.0.8", ""])
+def test_foreign_host_names_are_refused_on_every_route(services, host):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 still sends its
+    own Host header; nothing is served to it, not the catalog, tiles, results or uploads."""
+    geo, _ = _ids(services)
+    with _client(services) as c:
+        for url in ("/", "/config", f"/tiles/{geo.raster_id}/0/0/0.png", "/results/features?bbox=0,0,1,1",
+                    "/assets/map/map.js", "/healthz"):
+            r = c.get(url, headers={"Host": host})
+            assert r.status_code == 421, url
+            assert "DNS rebinding" in r.json()["error"]
+        assert c.post("/gradio_api/upload", headers={"Host": host}, files={"files": ("x.tif", b"x")}).status_code == 421
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:7860", "localhost:7860", "[::1]:7860", "127.0.0.2", "LOCALHOST"])
+def test_loopback_host_names_are_served(services, host):
+    with _client(services) as c:
+        assert c.get("/healthz", headers={"Host": host}).status_code == 200
+
+
+def test_allowed_host_and_origin(services):
+    with _client(services, allowed_hosts=("geolens.lab.internal",)) as c:
+        assert c.get("/healthz", headers={"Host": "geolens.lab.internal:7860"}).status_code == 200
+        ok = c.get("/healthz", headers={"Origin": "http://127.0.0.1:7860"})
+        assert ok.status_code == 200
+        r = c.get("/healthz", headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and "evil.example" in r.json()["error"]
+        assert c.get("/healthz", headers={"Origin": "null"}).status_code == 403
+
+
+def test_results_route_serves_the_view_without_server_paths(services):
+    from tests.app.test_results import _at
+
+    geo, _ = _ids(services)
+    for i in range(30):
+        services.store.append(_at(15.0 + i * 0.01, 45.0, answer=f"r{i}", raster=str(geo.path)))
+    with _client(services) as c:
+        r = c.get("/results/features", params={"bbox": "14.9,44.9,15.055,45.1", "limit": 3})
+        body = r.json()
+        assert r.status_code == 200 and body["type"] == "FeatureCollection"
+        assert body["total"] == 6 and body["shown"] == 3
+        assert [f["properties"]["answer"] for f in body["features"]] == ["r3", "r4", "r5"]
+        assert all(f["properties"]["raster"] == geo.path.name for f in body["features"])
+        assert str(geo.path.parent) not in r.text
+        assert c.get("/results/features", params={"bbox": "a,b,c,d"}).status_code == 400
+        assert c.get("/results/features", params={"bbox": "0,0,1,1", "space": "pixel"}).status_code == 400
+        assert c.get("/results/features", params={"bbox": "0,0,1,1", "limit": 10**6}).status_code == 400
+    services.store.clear()
+
+
+def test_several_logins_and_throttled_failures(services, monkeypatch):
+    import app.server as server
+
+    delays = []
+
+    async def no_sleep(seconds):
+        delays.append(seconds)
+
+    monkeypatch.setattr(server, "_sleep", no_sleep)
+    logins = (Auth("ana", "s3cret"), Auth("bob", "hunter2"))
+    with _client(services, auth=logins) as c:
+        for user, password in (("ana", "s3cret"), ("bob", "hunter2")):
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            assert c.get("/healthz", headers={"Authorization": f"Basic {token}"}).status_code == 200
+        crossed = base64.b64encode(b"ana:hunter2").decode()
+        statuses = [c.get("/healthz", headers={"Authorization": f"Basic {crossed}"}).status_code for _ in range(25)]
+        assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+        assert delays[:5] == [0.5, 1.0, 2.0, 4.0, 8.0] and max(delays) == 8.0
+        good = base64.b64encode(b"ana:s3cret").decode()  # the address is blocked for a while
+        assert c.get("/healthz", headers={"Authorization": f"Basic {good}"}).status_code == 429
+
+
+def test_uploads_over_the_limit_are_refused(services):
+    with _client(services, max_upload_mb=1) as c:
+        small = c.post("/gradio_api/upload", files={"files": ("small.tif", b"x" * 1000)})
+        assert small.status_code == 200
+        big = c.post("/gradio_api/upload", files={"files": ("big.tif", b"x" * (2 * 1024 * 1024))})
+        assert big.status_code == 413 and "1" in big.text

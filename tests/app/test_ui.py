@@ -12,7 +12,7 @@ from app import handlers
 from app.asking import AskRequest, PreparedCrop, build_record
 from app.errors import UserInputError
 from app.map_view import DrawnRegion
-from app.ui import ENGINE_CONCURRENCY_ID, build_blocks, readable_errors
+from app.ui import ENGINE_CONCURRENCY_ID, build_blocks, plain_markdown, readable_errors, reported
 from engine.types import Answer, BoxPx, Evidence, Task
 from tests.app.rasters import GEO_TRANSFORM
 
@@ -40,6 +40,51 @@ def test_readable_errors_never_show_a_traceback():
     assert next(gen) == 1
     with pytest.raises(gr.Error, match="stopped halfway"):
         next(gen)
+
+
+def test_messages_are_plain_text():
+    """File names and paths are shown as typed: no HTML or Markdown in them is rendered."""
+    import markdown_it
+
+    hostile = 'scene<a href="http://evil.example">click</a>[link](http://x) **bold** <img src=x onerror=alert(1)>.tif'
+    rendered = markdown_it.MarkdownIt("commonmark").render(plain_markdown(hostile))
+    assert "<a " not in rendered and "<img" not in rendered and "<strong>" not in rendered
+    assert "&lt;a href=" in rendered and "[link](http://x)" in rendered and "**bold**" in rendered
+
+
+def test_reported_errors_touch_only_the_status(services):
+    with gr.Blocks():
+        status = gr.Markdown()
+
+    @reported(status)
+    def failing_open(path):
+        raise UserInputError(f"cannot open <b>{path}</b>")
+
+    @reported(status)
+    def failing_stream():
+        yield "first"
+        raise KeyError("bug")
+
+    out = failing_open("x.tif")
+    assert list(out) == [status] and "&lt;b&gt;x\\.tif&lt;/b&gt;" in out[status]
+    gen = failing_stream()
+    assert next(gen) == "first"
+    last = next(gen)
+    assert list(last) == [status] and "Unexpected error \\(KeyError" in last[status]
+
+
+def test_stop_says_when_nothing_runs():
+    from app.ui import _Actions
+
+    control = handlers.AskControl()
+    act = _Actions.__new__(_Actions)
+    assert act.stop(control).startswith("Nothing is running")
+    ticket = control.request()
+    assert control.running and act.stop(control).startswith("Stopping")
+    second = control.request()
+    control.finish(second)
+    control.finish(ticket)
+    assert not control.running and act.stop(control).startswith("Nothing is running")
 
 
 def test_engine_events_share_one_queue_of_one(services):
@@ -129,3 +174,17 @@ def test_plain_image_boxes_stay_in_pixels(services):
     assert record.coordinate_space == "pixel"
     assert shape(record.boxes[0].geometry).bounds == pytest.approx((10, 10, 20, 15))
     assert shape(record.region).bounds == pytest.approx((10, 10, 110, 60))
+
+
+def test_a_tab_that_closes_stops_its_answer(services):
+    from app.ui import _Actions
+
+    act = _Actions(services)
+    control = handlers.AskControl()
+    request = gr.Request(session_hash="tab-1")
+    ticket, _ = act.take_ticket(control, request)
+    assert not control.is_stopped(ticket)
+    act.page_closed(gr.Request(session_hash="another-tab"))
+    assert not control.is_stopped(ticket)
+    act.page_closed(request)
+    assert control.is_stopped(ticket)

@@ -375,8 +375,90 @@ def test_launch_py_with_no_arguments_shows_the_demo_offline(tmp_path, page_and_l
                                "document.querySelectorAll('.gl-map .leaflet-tile-loaded').length > 0",
                                timeout=TIMEOUT_MS)
         assert "photo.png" in page.locator("#geolens-raster input").input_value()
+        page.locator("#geolens-path").wait_for(state="hidden", timeout=TIMEOUT_MS)  # the open panel closed
         screenshot(page, "e2e-08-launch-demo")
         assert log.foreign() == [], log.foreign()[:5]
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_large_history_stays_a_page_and_a_view(tmp_path, e2e_rasters, e2e_engine, page_and_log):
+    """2,500 stored answers: the map draws the newest ones in view (capped, with a note) from the
+    results route, the table pages, a row click zooms the map to that result, whole-raster
+    answers are outlines; switching rasters clears the drawing visibly; a failed open leaves no
+    error badge and says what was wrong in plain text."""
+    from tests.app.test_results import _at
+
+    app = start_app(tmp_path / "ws", e2e_rasters, engine=e2e_engine, basemaps=False)
+    page, log = page_and_log
+    try:
+        geo = next(r for r in app.services.catalog_list() if r.georeferenced)
+        west, south, east, north = geo.bounds_lonlat
+        rng = __import__("random").Random(0)
+        records = [_at(rng.uniform(west, east - 0.001), rng.uniform(south, north - 0.001), answer=f"old {i}",
+                       raster=str(geo.path)) for i in range(2500)]
+        app.services.store.append_many(records)
+        open_app(page, app.url, [])
+        page.wait_for_function("() => window.geolens.resultsCounts().total === 2500", timeout=TIMEOUT_MS)
+        assert page.evaluate("() => window.geolens.resultsCounts().shown") == 1000
+        assert "Showing the newest 1,000 of 2,500" in page.locator(".gl-results-note").inner_text()
+        page.wait_for_function("() => document.querySelector('#geolens-page').innerText.includes('Results 1–50 of 2,500')",
+                               timeout=TIMEOUT_MS)
+        page.locator("#geolens-page-next").click()
+        page.wait_for_function("() => document.querySelector('#geolens-page').innerText.includes('51–100')",
+                               timeout=TIMEOUT_MS)
+        target = result_rows(page)[0]
+        zoom_before = page.evaluate("() => window.geolens.map().getZoom()")
+        page.locator(ROWS, has_text=target).locator("[role=gridcell][data-col='3']").click()
+        wait_row_selected(page, target)
+        page.wait_for_function("z => window.geolens.map().getZoom() > z + 2", arg=zoom_before, timeout=TIMEOUT_MS)
+        (x0, y0, x1, y1) = app.services.store.bounds(target)[1]
+        centre = page.evaluate("() => { const c = window.geolens.map().getCenter(); return [c.lng, c.lat]; }")
+        assert abs(centre[0] - (x0 + x1) / 2) < 1e-3 and abs(centre[1] - (y0 + y1) / 2) < 1e-3
+        screenshot(page, "e2e-09-large-history")
+
+        # a whole-raster answer is an outline, not a fill
+        page.locator("#geolens-task").get_by_text("Describe region", exact=True).click()
+        page.locator("#geolens-ask").click()
+        page.wait_for_function("() => document.querySelector('#geolens-status').innerText.includes('Answered')",
+                               timeout=3 * TIMEOUT_MS)
+        newest = app.services.store.page(__import__("app.results", fromlist=["ResultQuery"]).ResultQuery(limit=1)).rows[0]
+        page.wait_for_function("""id => { let found = null; window.geolens.map().eachLayer(l => {
+            if (l.glResultId === id && l.options) { found = l.options.fill; } }); return found === false; }""",
+                               arg=newest.result_id, timeout=TIMEOUT_MS)
+
+        # a drawing belongs to its raster
+        draw_rectangle(page, 0.45, 0.45, 0.55, 0.55)
+        page.locator("#geolens-raster input").click()
+        page.get_by_role("option", name=re.compile(r"photo\.png")).click()
+        page.wait_for_function("() => window.geolens.kind() === 'pixel'", timeout=TIMEOUT_MS)
+        assert page.evaluate("() => window.geolens.drawnFeature()") is None
+        assert "The drawing was cleared: it was made on scene.tif" in page.locator(".gl-map-notice").inner_text()
+        expect_region(page, "No region drawn")
+
+        # a failed open: a plain-text message, no red badges left behind
+        page.get_by_text("Open a raster").click()
+        page.locator("#geolens-path textarea, #geolens-path input").first.fill("/nowhere/<b>bold</b>.tif")
+        page.locator("#geolens-open").click()
+        page.wait_for_function("() => document.querySelector('#geolens-status').innerText.includes('does not exist')",
+                               timeout=TIMEOUT_MS)
+        assert "<b>bold</b>.tif" in page.locator("#geolens-status").inner_text()
+        assert page.locator("#geolens-status b").count() == 0
+        assert page.get_by_text("Error", exact=True).count() == 0
+        assert log.foreign() == []
+    finally:
+        app.stop()
+
+
+def test_a_laptop_screen_shows_ask_answer_and_status_without_scrolling(live, page_and_log):
+    """1366 x 768: the map, Ask, Stop, the answer and the status line are all in view at once."""
+    page, _ = page_and_log
+    page.set_viewport_size({"width": 1366, "height": 768})
+    open_app(page, live["app"].url, [])
+    for selector in ("#geolens-ask", "#geolens-stop", "#geolens-answer textarea", "#geolens-status", ".gl-map"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None, selector
+        assert box["y"] >= 0 and box["y"] + min(box["height"], 40) <= 768, (selector, box)
+    assert page.evaluate("() => document.scrollingElement.scrollTop") == 0
+    page.screenshot(path=str(screenshot(page, "e2e-10-laptop").with_name("e2e-10-laptop-viewport.png")))

@@ -10,7 +10,12 @@ import torch
 from engine import Engine, EngineConfig, ExpertConfig, GenerationConfig, LoraConfig, PrompterConfig
 from engine.errors import ConfigError, WeightsNotFoundError
 from engine.model import Sample, build_batch, resolve_placement
-from engine.model.adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, save_adapter
+from engine.model.adapter import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    MANIFEST_KEYS,
+    save_adapter,
+)
 from engine.model.build import new_trainable_vlm
 from tests.engine.tiny import (  # noqa: F401
     cached_tiny_model_dir,
@@ -156,34 +161,52 @@ def test_adapter_saved_before_the_projector_grid_tables_loads_with_zero_tables(t
         Engine.from_config(_config("paper", adapter_path=tmp_path / "old"))
 
 
-@pytest.mark.parametrize(
-    "setting, value, default",
-    [("image_positions", "shared", "sequence"), ("image_attention", "bidirectional", "causal")],
-)
-def test_image_token_settings_travel_with_the_adapter(tmp_path, setting, value, default):
-    """Trained with a non-default setting -> loaded with it, whatever the config says."""
-    trained = _trained(_config("paper", **{setting: value}))
+@pytest.fixture(scope="module")
+def saved_paper_adapter(tmp_path_factory):
+    """A trained paper adapter on disk and the logits of the model it came from."""
+    trained = _trained(_config("paper"))
     with torch.no_grad():  # let the layout tables matter
         trained.backbone.projector.row_embed.normal_(std=0.5)
-    save_adapter(trained, tmp_path / value)
-    manifest = json.loads((tmp_path / value / ADAPTER_CONFIG).read_text())
-    assert manifest[setting] == value
-    loaded = Engine.from_config(_config("paper", adapter_path=tmp_path / value))
-    assert getattr(loaded.vlm.backbone, setting) == value
-    torch.testing.assert_close(_logits(loaded.vlm), _logits(trained))
+    path = save_adapter(trained, tmp_path_factory.mktemp("adapter") / "adapter")
+    return path, _logits(trained)
 
-    del manifest[setting]  # adapters written before the setting existed
-    (tmp_path / value / ADAPTER_CONFIG).write_text(json.dumps(manifest))
-    old = Engine.from_config(_config("paper", adapter_path=tmp_path / value))
-    assert getattr(old.vlm.backbone, setting) == default
-    assert not torch.allclose(_logits(old.vlm), _logits(trained), atol=1e-3)
+
+def test_the_manifest_lists_exactly_its_keys(saved_paper_adapter):
+    path, _ = saved_paper_adapter
+    assert set(json.loads((path / ADAPTER_CONFIG).read_text())) == MANIFEST_KEYS
+
+
+@pytest.mark.parametrize(
+    "setting, default", [("image_positions", "sequence"), ("image_attention", "causal")]
+)
+def test_old_adapters_with_removed_settings_at_their_defaults_still_load(
+    tmp_path, saved_paper_adapter, setting, default
+):
+    """Adapters written while these experiment settings existed record them; at the default
+    (what every model now does) they load and give the same model."""
+    path, expected = saved_paper_adapter
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / ADAPTER_WEIGHTS).write_bytes((path / ADAPTER_WEIGHTS).read_bytes())
+    manifest = json.loads((path / ADAPTER_CONFIG).read_text())
+    (old / ADAPTER_CONFIG).write_text(json.dumps({**manifest, setting: default}))
+    loaded = Engine.from_config(_config("paper", adapter_path=old))
+    torch.testing.assert_close(_logits(loaded.vlm), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
     "setting, value", [("image_positions", "shared"), ("image_attention", "bidirectional")]
 )
-def test_image_token_settings_are_checked(setting, value):
-    with pytest.raises(ConfigError, match=setting):
-        _config("paper", **{setting: "2d"})
-    with pytest.raises(ConfigError, match="only applies to backbone 'paper'"):
-        _config("qwen2.5-vl", **{setting: value})
+def test_adapters_trained_with_a_removed_setting_are_refused(
+    tmp_path, saved_paper_adapter, setting, value
+):
+    path, _ = saved_paper_adapter
+    (tmp_path / ADAPTER_WEIGHTS).write_bytes((path / ADAPTER_WEIGHTS).read_bytes())
+    manifest = json.loads((path / ADAPTER_CONFIG).read_text())
+    (tmp_path / ADAPTER_CONFIG).write_text(json.dumps({**manifest, setting: value}))
+    with pytest.raises(ConfigError) as err:
+        Engine.from_config(_config("paper", adapter_path=tmp_path))
+    message = str(err.value)
+    assert f"{setting}={value!r}" in message and "removed in favour of the default" in message
+    with pytest.raises(TypeError):  # and no config takes the option any more
+        _config("paper", **{setting: value})

@@ -17,6 +17,7 @@ from engine.data.instructions import read_jsonl, write_jsonl
 from engine.data.rsvqa import load_rsvqa
 from engine.data.scenes import load_scene_folders
 from engine.errors import ConfigError, DataFormatError
+from engine.parsing import box_format
 from engine.types import Level, Task
 
 
@@ -190,9 +191,8 @@ def test_malformed_inputs_raise_clear_errors(tmp_path):
 
 
 def test_oriented_answers_read_back_with_the_engine_box_parser(shared_data):
-    parsing = pytest.importorskip("engine.parsing")
     [s] = load_dota(shared_data / "detection" / "P2805__1024__0___0.txt", scale=170 / 1024)
-    parsed = parsing.box_format("grid1000").parse(s.answer, (170, 170), (170, 170))
+    parsed = box_format("grid1000").parse(s.answer, (170, 170), (170, 170))
     assert len(parsed) == len(s.boxes_px) == 4
     for got, want in zip(parsed, s.boxes_px):
         assert got.xyxy == pytest.approx(want.xyxy, abs=0.2) and got.angle_deg == round(

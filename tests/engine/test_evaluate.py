@@ -11,6 +11,7 @@ import pytest
 from engine.data.instructions import Sample
 from engine.evaluation import EvalOptions, Prediction, summarize
 from engine.evaluation.cli import main as evaluate_main
+from engine.parsing import match_label
 from engine.types import BoxPx, Task
 from tests.engine.tiny import cached_tiny_model_dir, one_torch_thread  # noqa: F401
 
@@ -47,6 +48,38 @@ def test_vqa_summary_counts_per_type_with_rsvqa_normalisation():
     assert "| m | 50.0 | 50.0 | 50.0 | 50.0 |" in report.table()
     bucketed = summarize("ask", samples, preds, EvalOptions(count_buckets=True), name="m")
     assert bucketed.rows["m"]["count"] == 1.0  # 12 and 15: both "between 10 and 100"
+
+
+LABELS = ("rural", "urban", "industrial", "golffield", "dense_residential", "residential")
+CLASSIFY_ANSWERS = (
+    "urban",
+    "Urban area.",
+    "It is an urban scene",
+    "suburban",  # a label inside another word names nothing
+    "rural or urban",  # two labels: none
+    "golf field",
+    "Dense residential",
+    "dense residential area",
+    "residential",
+    "industrial!",
+    "a forest",
+    "",
+)
+
+
+@pytest.mark.parametrize("answer", CLASSIFY_ANSWERS)
+def test_evaluation_counts_a_classify_answer_right_exactly_when_the_app_shows_that_label(answer):
+    """The app shows ``Answer.label`` (the engine's :func:`engine.parsing.match_label`); the
+    evaluation must count an answer right for a class exactly when that label is the class,
+    whether the prediction carries the label or only the text."""
+    shown = match_label(answer, LABELS)
+    for gold in LABELS:
+        samples = [_sample(0, Task.CLASSIFY, gold, labels=LABELS)]
+        with_label = Prediction("s0", answer, label=shown)
+        text_only = Prediction("s0", answer)
+        for prediction in (with_label, text_only):
+            report = summarize("classify", samples, [prediction])
+            assert report.per_sample == ((shown == gold),), (answer, gold, shown)
 
 
 def test_grounding_summary_is_acc_at_05_and_mean_iou():
@@ -100,7 +133,7 @@ def test_summary_refuses_mixed_tasks():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from engine.data import build_dataset
+    from lab.synthetic import build_dataset
 
     out = tmp_path_factory.mktemp("eval-data")
     build_dataset(out, 3, seed=8, crop_px=96, scene_px=192)

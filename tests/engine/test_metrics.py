@@ -17,7 +17,6 @@ from engine.metrics import (
     classification_accuracy,
     format_table,
     grounding_scores,
-    match_label,
     meteor,
     meteor_variant,
     normalize_answer,
@@ -26,6 +25,7 @@ from engine.metrics import (
     rsvqa_count_bucket,
     vqa_accuracy,
 )
+from engine.parsing import match_label
 from engine.types import BoxPx
 
 

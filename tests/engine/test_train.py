@@ -13,6 +13,7 @@ import torch
 from engine import Engine, EngineConfig
 from engine.errors import ConfigError, DataFormatError
 from engine.training import (
+    ModelSection,
     SampleOrder,
     TrainConfig,
     Trainer,
@@ -28,8 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    """A small synthetic instruction dataset (3 scenes, 96 px crops) written by engine.data."""
-    from engine.data import build_dataset
+    """A small synthetic instruction dataset (3 scenes, 96 px crops) written by lab.synthetic."""
+    from lab.synthetic import build_dataset
 
     out = tmp_path_factory.mktemp("train-data")
     build_dataset(out, 3, seed=5, crop_px=96, scene_px=192)
@@ -66,16 +67,9 @@ def _config(tmp_path, data_dir, **optim) -> TrainConfig:
     return TrainConfig.from_dict(raw, stage="instruct")
 
 
-@pytest.mark.parametrize("number_sigma", [0.0, 1.0], ids=["plain", "soft-numbers"])
-def test_short_run_lowers_the_loss_and_writes_log_and_adapter(tmp_path, data_dir, number_sigma):
-    config = _config(
-        tmp_path,
-        data_dir,
-        max_steps=12,
-        batch_size=2,
-        warmup_steps=0,
-        number_sigma=number_sigma,
-    )
+@pytest.mark.parametrize("loss", ["token", "sample"])
+def test_short_run_lowers_the_loss_and_writes_log_and_adapter(tmp_path, data_dir, loss):
+    config = _config(tmp_path, data_dir, max_steps=12, batch_size=2, warmup_steps=0, loss=loss)
     train = (dataclasses.replace(config.data.train[0], limit=6),)
     config = dataclasses.replace(  # one epoch = 3 steps of 2 x 2 samples, repeated
         config, data=dataclasses.replace(config.data, train=train, weights={}, val_limit=4)
@@ -158,6 +152,10 @@ def test_cli_align_stage_trains_projector_and_prompter_and_engine_loads_it(
     assert engine.run(_image(), "caption").text is not None
 
 
+def _without_lora(model):
+    return dataclasses.replace(model, engine=dataclasses.replace(model.engine, lora=None))
+
+
 def test_stage2_starts_from_the_stage1_adapter(tmp_path, data_dir):
     stage1 = dataclasses.replace(
         _config(tmp_path / "s1", data_dir, max_steps=1, lr=None), stage="align"
@@ -165,7 +163,7 @@ def test_stage2_starts_from_the_stage1_adapter(tmp_path, data_dir):
     captions = (dataclasses.replace(stage1.data.train[0], limit=None),)
     stage1 = dataclasses.replace(
         stage1,
-        model=dataclasses.replace(stage1.model, lora=None),
+        model=_without_lora(stage1.model),
         data=dataclasses.replace(stage1.data, train=captions, val=(), weights={}),
     )
     first = Trainer(stage1).run()
@@ -190,7 +188,7 @@ def test_training_base_weights_saves_a_loadable_base(tmp_path, data_dir):
     config = _config(
         tmp_path, data_dir, max_steps=2, lr={"llm": 1e-3, "vision": 1e-3, "prompter": 1e-3}
     )
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, lora=None))
+    config = dataclasses.replace(config, model=_without_lora(config.model))
     trainer = Trainer(config)
     result = trainer.run()
     base = result.final_dir / "base"
@@ -229,6 +227,24 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert all(a >= b for a, b in itertools.pairwise(values[1:]))
 
 
+def test_model_section_is_an_engine_config_and_round_trips(tmp_path, data_dir):
+    config = _config(tmp_path, data_dir)
+    engine = config.model.engine
+    assert isinstance(engine, EngineConfig) and engine.backbone == "paper"
+    assert (engine.prompter.num_tokens, engine.experts.rank, engine.lora.rank) == (4, 8, 8)
+    saved = json.loads(json.dumps(config.to_json()))  # as train_config.json holds it
+    assert saved["model"]["device"] == "cpu" and saved["model"]["init_adapter"] is None
+    again = TrainConfig.from_dict(saved)
+    assert again.model.engine.to_dict() == engine.to_dict() and again.optim == config.optim
+    optim = {**saved["optim"], "lr": {"prompter": 1e-3}}
+    no_lora = {**saved["model"], "lora": None}
+    plain = TrainConfig.from_dict({**saved, "model": no_lora, "optim": optim})
+    assert plain.model.engine.lora is None
+    del no_lora["backbone"]  # the default backbone of a training run is paper
+    plain = TrainConfig.from_dict({**saved, "model": no_lora, "optim": optim})
+    assert plain.model.engine.backbone == "paper"
+
+
 def test_bad_configs_fail_with_clear_messages(tmp_path, data_dir):
     good = _config(tmp_path, data_dir).to_json()
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['learning_rate'\]"):
@@ -239,10 +255,15 @@ def test_bad_configs_fail_with_clear_messages(tmp_path, data_dir):
         TrainConfig.from_dict(good, stage="align")
     with pytest.raises(ConfigError, match="unknown parameter groups \\['decoder'\\]"):
         TrainConfig.from_dict({**good, "optim": {**good["optim"], "lr": {"decoder": 1e-3}}})
-    with pytest.raises(ConfigError, match="number_sigma must be >= 0"):
-        TrainConfig.from_dict({**good, "optim": {**good["optim"], "number_sigma": -1}})
-    with pytest.raises(ConfigError, match="number_grid must be a positive integer"):
-        TrainConfig.from_dict({**good, "optim": {**good["optim"], "number_grid": 0}})
+    for section, key, value in (("optim", "number_sigma", 10.0), ("model", "image_positions", "x")):
+        with pytest.raises(ConfigError, match=rf"unknown key\(s\) \['{key}'\] in .*{section}"):
+            TrainConfig.from_dict({**good, section: {**good[section], key: value}})
+    with pytest.raises(ConfigError, match=r"\['adapter_path'\] in .*model.*'init_adapter'"):
+        TrainConfig.from_dict({**good, "model": {**good["model"], "adapter_path": "a"}})
+    with pytest.raises(ConfigError, match="init_adapter, not adapter_path"):
+        ModelSection(EngineConfig(backbone="paper", adapter_path=tmp_path))
+    with pytest.raises(ConfigError, match="unknown key.*'retrieval'.* in .*model"):
+        TrainConfig.from_dict({**good, "model": {**good["model"], "retrieval": {}}})
     with pytest.raises(ConfigError, match="either the whole LLM"):
         TrainConfig.from_dict({**good, "optim": {**good["optim"], "lr": {"llm": 1, "lora": 1}}})
     with pytest.raises(ConfigError, match="not found"):

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from engine.data import build_dataset
+    from lab.synthetic import build_dataset
 
     out = tmp_path_factory.mktemp("gpu-train-data")
     build_dataset(out, 3, seed=6, crop_px=96, scene_px=192)

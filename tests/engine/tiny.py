@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo.tokenizer import CHAT_TEMPLATE, build_tokenizer
-from engine.demo.tokenizer import SPECIAL_TOKENS as QWEN_SPECIAL_TOKENS
+from lab.demo.tokenizer import CHAT_TEMPLATE, build_tokenizer
+from lab.demo.tokenizer import SPECIAL_TOKENS as QWEN_SPECIAL_TOKENS
 
 __all__ = [
     "CHAT_TEMPLATE",

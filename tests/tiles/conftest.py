@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.tiles import rasters as gen
+from tests.tiles.http_recorder import RequestRecorder
 from tiles import Catalog
 
 
@@ -54,3 +55,10 @@ def raster_px_to_lonlat(raster_path: Path, col: float, row: float) -> tuple[floa
         x, y = ds.transform @ (col, row)
         to_lonlat = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
     return to_lonlat.transform(x, y)
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[RequestRecorder]:
+    """A local HTTP server (own process) that records the requests it receives."""
+    with RequestRecorder(tmp_path) as server:
+        yield server

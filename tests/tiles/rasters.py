@@ -249,3 +249,102 @@ def build_all(directory: Path) -> dict[str, Path]:
         mars=mars_crs(directory),
     )
     return paths
+
+
+# -- hostile files (tests/tiles/test_policy.py) -------------------------------------------------
+SECRET_SIZE = 64  # the "secret" file is read as a SECRET_SIZE x SECRET_SIZE byte raster
+
+
+def secret_file(directory: Path) -> Path:
+    """A non-raster file of known bytes (row r, column c holds (r * 64 + c) % 256)."""
+    path = directory / "secret.bin"
+    path.write_bytes(bytes(i % 256 for i in range(SECRET_SIZE * SECRET_SIZE)))
+    return path
+
+
+def vrt_raw(path: Path, source: str) -> Path:
+    """GDAL VRT XML (under any name, e.g. x.tif) whose VRTRawRasterBand reads ``source`` as
+    raw bytes: the file-read attack of issue 18."""
+    path.write_text(
+        f'<VRTDataset rasterXSize="{SECRET_SIZE}" rasterYSize="{SECRET_SIZE}">'
+        '<VRTRasterBand dataType="Byte" band="1" subClass="VRTRawRasterBand">'
+        f'<SourceFilename relativetoVRT="0">{source}</SourceFilename>'
+        f"<ImageOffset>0</ImageOffset><PixelOffset>1</PixelOffset>"
+        f"<LineOffset>{SECRET_SIZE}</LineOffset></VRTRasterBand></VRTDataset>"
+    )
+    return path
+
+
+def vrt_complex(path: Path, source: str) -> Path:
+    """GDAL VRT XML whose ComplexSource reads band 1 of the raster at ``source``."""
+    path.write_text(
+        f'<VRTDataset rasterXSize="{SECRET_SIZE}" rasterYSize="{SECRET_SIZE}">'
+        '<VRTRasterBand dataType="Byte" band="1"><ComplexSource>'
+        f'<SourceFilename relativeToVRT="0">{source}</SourceFilename>'
+        "<SourceBand>1</SourceBand></ComplexSource></VRTRasterBand></VRTDataset>"
+    )
+    return path
+
+
+def wms_xml(path: Path, server_url: str) -> Path:
+    """A GDAL WMS (TMS) description whose tiles come from ``server_url``/{z}/{x}/{y}.png."""
+    path.write_text(
+        f"<GDAL_WMS><Service name=\"TMS\"><ServerUrl>{server_url}/${{z}}/${{x}}/${{y}}.png"
+        "</ServerUrl></Service><DataWindow><UpperLeftX>-20037508.34</UpperLeftX>"
+        "<UpperLeftY>20037508.34</UpperLeftY><LowerRightX>20037508.34</LowerRightX>"
+        "<LowerRightY>-20037508.34</LowerRightY><TileLevel>2</TileLevel><TileCountX>1"
+        "</TileCountX><TileCountY>1</TileCountY><YOrigin>top</YOrigin></DataWindow>"
+        "<Projection>EPSG:3857</Projection><BlockSizeX>256</BlockSizeX>"
+        "<BlockSizeY>256</BlockSizeY><BandsCount>3</BandsCount><Cache/></GDAL_WMS>"
+    )
+    return path
+
+
+def geotiff_with_overview_file(path: Path, overview_file: str) -> Path:
+    """A valid 128x128 GeoTIFF whose GDAL metadata names ``overview_file`` as its overviews
+    (GDAL opens that file, with any driver, on the first overview query)."""
+    transform = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 5_300_000.0)
+    _write(path, np.zeros((1, 128, 128), "uint8"), crs=UTM33, transform=transform)
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(ns="OVERVIEWS", OVERVIEW_FILE=overview_file)
+    return path
+
+
+# -- footprints off the Earth (tests/tiles/test_footprint.py) --------------------------------
+FULL_DISK_HALF_M = 5434894.7  # GOES ABI full disk: +-0.151872 rad scan angle * 35786023 m
+
+
+def geostationary_full_disk(directory: Path, lon_0: float = -75.0, size: int = 256) -> Path:
+    """size x size uint8 full-disk image in a geostationary CRS (GOES-East at lon_0=-75): its
+    corners and most of its edges are space; value 100 everywhere."""
+    crs = rasterio.crs.CRS.from_proj4(
+        f"+proj=geos +h=35786023 +lon_0={lon_0} +sweep=x +ellps=GRS80 +units=m +no_defs")
+    half = FULL_DISK_HALF_M
+    transform = Affine(2 * half / size, 0.0, -half, 0.0, -2 * half / size, half)
+    return _write(directory / f"full_disk_{lon_0:g}.tif", np.full((1, size, size), 100, "uint8"),
+                  crs=crs, transform=transform)
+
+
+def vrt_mosaic(directory: Path, remote: str) -> Path:
+    """1024x1024 VRT (128 px blocks): a local 7-valued GeoTIFF everywhere, plus a 64 px patch
+    at (512, 512) from ``remote``. Its first and last blocks are local, so it opens without
+    touching ``remote``; a read over the middle needs it."""
+    base = directory / "mosaic_base.tif"
+    _write(base, np.full((1, 1024, 1024), 7, "uint8"))
+
+    def source(filename: str, offset: int, size: int, properties: str = "") -> str:
+        return (f'<ComplexSource><SourceFilename relativeToVRT="0">{filename}</SourceFilename>'
+                f"<SourceBand>1</SourceBand>{properties}"
+                f'<SrcRect xOff="0" yOff="0" xSize="{size}" ySize="{size}"/>'
+                f'<DstRect xOff="{offset}" yOff="{offset}" xSize="{size}" ySize="{size}"/>'
+                "</ComplexSource>")
+
+    lazy = ('<SourceProperties RasterXSize="64" RasterYSize="64" DataType="Byte" '
+            'BlockXSize="64" BlockYSize="64"/>')  # known size: GDAL opens it only to read
+    path = directory / "mosaic.vrt"
+    path.write_text(
+        '<VRTDataset rasterXSize="1024" rasterYSize="1024"><VRTRasterBand dataType="Byte" '
+        f'band="1" blockXSize="128" blockYSize="128">{source(str(base), 0, 1024)}'
+        f"{source(remote, 512, 64, lazy)}</VRTRasterBand></VRTDataset>"
+    )
+    return path

@@ -101,9 +101,10 @@ def test_large_striped_raster_gets_cached_cog(tmp_path, rasters):
         crop = tiles.read_crop(raster, rasterio.windows.Window(100, 200, 300, 300))
     cog_files = list((workspace / "cog-cache").iterdir())
     assert cog_files == [raster.read_path]  # no temp files left behind
-    with rasterio.open(raster.read_path) as cog:
-        assert cog.profile["tiled"] and cog.overviews(1)
-        assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    with rasterio.open(raster.read_path) as cog:  # tiled, compressed, overviews to one tile
+        assert cog.profile["tiled"] and cog.block_shapes == [(512, 512)] * 3
+        assert cog.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+        assert cog.overviews(1) == [2, 4]  # 2048 px -> 512 px: one tile at the smallest level
     with rasterio.open(source) as src:  # lossless copy: same pixels as the original
         expected = src.read(window=rasterio.windows.Window(100, 200, 300, 300))
     assert np.array_equal(crop.image, expected.transpose(1, 2, 0))

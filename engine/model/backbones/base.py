@@ -67,8 +67,6 @@ class Backbone(nn.Module, abc.ABC):
     level_layers: tuple[int, ...]  # 1-based encoder blocks giving the L level features
     image_token_id: int  # <|image_pad|>: slots for patch tokens
     semantic_token_id: int  # <|vision_pad|>: slots for semantic-augmented tokens
-    image_positions: str = "sequence"  # EngineConfig.image_positions (paper backbone)
-    image_attention: str = "causal"  # EngineConfig.image_attention (paper backbone)
 
     @property
     @abc.abstractmethod
@@ -180,13 +178,6 @@ class Backbone(nn.Module, abc.ABC):
     def step_position_ids(self, next_positions: torch.Tensor) -> torch.Tensor:
         """Position ids of one decode step from the (B,) next positions: (B, 1) or (3, B, 1)."""
 
-    def image_blocks(self, input_ids: torch.Tensor) -> torch.Tensor | None:
-        """Block ids (B, T) for :meth:`lm_forward` when image tokens attend bidirectionally
-        (``image_attention="bidirectional"``), else None (the LLM's causal mask)."""
-        if self.image_attention == "bidirectional":
-            return image_block_ids(input_ids, self.image_token_id)
-        return None
-
     @property
     @abc.abstractmethod
     def causal_lm(self) -> nn.Module:
@@ -200,18 +191,8 @@ class Backbone(nn.Module, abc.ABC):
         past_key_values=None,
         labels: torch.Tensor | None = None,
         logits_to_keep: int = 0,
-        image_blocks: torch.Tensor | None = None,
     ) -> CausalLMOutputWithPast:
-        """Run the LLM on embeddings (B, T, D); the loss covers label positions != -100.
-
-        ``image_blocks`` (B, T) (from :meth:`image_blocks`): tokens with the same id >= 0 attend
-        to each other in both directions, on top of the causal, padding-aware mask; -1 is text.
-        A decode step passes None: its one new token is text, and the cache already holds the
-        image keys computed with the prefill's mask, as a full forward would."""
-        if image_blocks is not None:
-            attention_mask = self._block_mask(
-                inputs_embeds, attention_mask, position_ids, past_key_values, image_blocks
-            )
+        """Run the LLM on embeddings (B, T, D); the loss covers label positions != -100."""
         return self.causal_lm(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -221,29 +202,6 @@ class Backbone(nn.Module, abc.ABC):
             labels=labels,
             logits_to_keep=logits_to_keep,
         )
-
-    def _block_mask(
-        self, inputs_embeds, attention_mask, position_ids, past_key_values, image_blocks
-    ) -> dict:
-        """The per-layer-type mask dict Qwen2-style models accept instead of a 2D mask."""
-        from transformers.masking_utils import create_causal_mask
-
-        config = self.causal_lm.config
-        layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
-        if layer_types != {"full_attention"}:
-            raise ConfigError(
-                f"image_attention='bidirectional' needs an LLM with full attention in every layer; "
-                f"this one has {sorted(layer_types)}: use image_attention='causal'"
-            )
-        mask = create_causal_mask(
-            config=config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            position_ids=position_ids,
-            block_sequence_ids=image_blocks,
-        )
-        return {"full_attention": mask}
 
     def new_cache(self):
         """An empty KV cache (``DynamicCache``) for this LLM."""
@@ -259,37 +217,6 @@ class Backbone(nn.Module, abc.ABC):
 def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """1D positions for a left-padded batch: 0 at each row's first real token. (B, T) int64."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def shared_image_positions(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int
-) -> torch.Tensor:
-    """Like :func:`left_padded_positions`, but every image token of a run shares the position
-    of the run's first one (the text after it continues at that position + 1). (B, T) int64.
-
-    With 1D RoPE and raster-order image tokens, neighbours in the sequence are neighbours in the
-    same image row; one shared position removes that distance bias, and the layout then comes
-    only from the tokens' content (the projector's row/column embeddings). Measured on the demo
-    model it did not fix the weak column localisation it was made for (docs/BENCHMARKS.md)."""
-    image = input_ids == image_token_id  # (B, T)
-    repeat = image.clone()
-    repeat[:, 0] = False
-    repeat[:, 1:] &= image[:, :-1]  # image token right after another image token
-    step = attention_mask.long() * (~repeat).long()
-    return (step.cumsum(-1) - 1).clamp(min=0)
-
-
-def image_block_ids(input_ids: torch.Tensor, image_token_id: int) -> torch.Tensor:
-    """(B, T) int64: each run of consecutive image tokens gets its own id (0, 1, ... per row),
-    every other token -1. Tokens of one run (one image) then attend to each other in both
-    directions (:meth:`Backbone.lm_forward`); the paper backbone's projected patch tokens are in
-    raster order, so under a causal mask a token sees only the rows above it and the earlier
-    columns of its own row."""
-    image = input_ids == image_token_id  # (B, T)
-    start = image.clone()
-    start[:, 1:] &= ~image[:, :-1]  # first token of each run
-    run = start.long().cumsum(-1) - 1  # (B, T)
-    return torch.where(image, run, torch.full_like(run, -1))
 
 
 def pad_features(chunks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

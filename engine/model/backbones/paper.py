@@ -12,10 +12,8 @@ positions, which give the LLM no 2-D layout of the image (Qwen2-VL's M-RoPE does
 therefore adds a learned row embedding and a learned column embedding (zero-initialised, so an
 untrained projector is the plain MLP) to every projected patch token, and localisation (boxes)
 can read where a token lies with one linear map. At a smaller input (the OOM retry) the row and
-column tables are linearly resampled to the smaller grid. With ``image_positions="sequence"``
-every image token has its own position, in raster order; ``"shared"`` gives all of them one, so
-the layout reaches the LLM only through those embeddings (tried against the demo model's weak
-column localisation; it did not help: docs/BENCHMARKS.md, "Demo model").
+column tables are linearly resampled to the smaller grid. Every image token has its own 1D
+position, in raster order, under the LLM's own causal mask.
 Directory layout when only ``model_path`` is given: ``<model_path>/llm`` and
 ``<model_path>/vision``.
 """
@@ -39,7 +37,6 @@ from engine.model.backbones.base import (
     EncodedImages,
     ImageBatch,
     left_padded_positions,
-    shared_image_positions,
 )
 from engine.model.loading import Placement, bnb_config, load_pretrained, resolve_weights
 
@@ -105,8 +102,6 @@ class PaperBackbone(Backbone):
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"
         self.model_name = str(cfg.model_path)
-        self.image_positions = cfg.image_positions
-        self.image_attention = cfg.image_attention
         depth = vision.config.num_hidden_layers
         self.level_layers = cfg.level_layers or default_level_layers(depth)
         if max(self.level_layers) > depth:
@@ -225,8 +220,6 @@ class PaperBackbone(Backbone):
     def position_ids(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: ImageBatch
     ) -> torch.Tensor:
-        if self.image_positions == "shared":
-            return shared_image_positions(input_ids, attention_mask, self.image_token_id)  # (B, T)
         return left_padded_positions(attention_mask)  # (B, T)
 
     def step_position_ids(self, next_positions: torch.Tensor) -> torch.Tensor:

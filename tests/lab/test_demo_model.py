@@ -13,8 +13,11 @@ import json
 
 import pytest
 
-from engine.demo import DEMO_LABEL, DEMO_MANIFEST, load_demo_engine, read_demo_manifest
-from engine.demo.synthetic_eval import demo_scores, fresh_test_samples
+from engine.demo import DEMO_MANIFEST, load_demo_engine, read_demo_manifest
+from lab.demo.export import DEMO_LABEL
+from lab.demo.recipe import DemoRecipe
+from lab.demo.synthetic_eval import demo_scores, fresh_test_samples
+from lab.synthetic import SCENE_CLASSES
 from tests.engine.tiny import one_torch_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,6 +40,13 @@ def scores():
     samples = fresh_test_samples(FLOOR_SEED, FLOOR_SCENES, crop_px=128)
     result, _ = demo_scores(engine, samples)
     return result
+
+
+def test_manifest_records_the_facts_the_app_shows():
+    """The app reads the demo's scene classes and region size from demo.json, never from lab."""
+    manifest = read_demo_manifest()
+    assert manifest.scene_classes == SCENE_CLASSES
+    assert manifest.recommended_region_m == DemoRecipe().crop_px * 0.5  # 128 px at 0.5 m
 
 
 def test_manifest_is_labelled_as_a_demo_and_points_at_shipped_files():

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from engine import Engine, EngineConfig, GenerationConfig, PrompterConfig
-from engine.demo.layout_probe import (
+from lab.demo.layout_probe import (
     layout_r2,
     ridge_accuracy,
     ridge_r2,
     roof_colour_accuracy,
     roof_colour_labels,
 )
-from engine.demo.synthetic_eval import fresh_test_samples
+from lab.demo.synthetic_eval import fresh_test_samples
 from tests.engine.tiny import cached_tiny_model_dir, one_torch_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -64,15 +64,15 @@ def test_ridge_accuracy_reads_a_linear_class_and_not_noise():
 def test_roof_colour_labels_match_the_rendered_roofs():
     """Oracle: the image itself. A patch (almost) all roof has the mean colour of its label's
     roof colour, nearer to it than to any other roof colour (texture and shading aside)."""
-    from engine.data.synthetic import ROOF_COLOURS
-    from engine.demo.synthetic_eval import fresh_scenes
+    from lab.synthetic.scene import ROOF_COLOURS
+    from lab.demo.synthetic_eval import fresh_scenes
 
     by_view, names = roof_colour_labels(5, 3, crop_px=128, patch_px=16, min_cover=0.9)
     assert names == tuple(ROOF_COLOURS)
     palette = np.array([ROOF_COLOURS[n] for n in names], dtype=float)  # (C, 3)
     images = {}
-    from engine.data.synthetic_tasks import view_id
-    from engine.data.synthetic_views import crop_views
+    from lab.synthetic.tasks import view_id
+    from lab.synthetic.views import crop_views
 
     for scene in fresh_scenes(5, 3, 128):
         images.update({view_id(v): v.image for v in crop_views(scene, 128)})

@@ -1,7 +1,7 @@
 """The demo model's scores on fresh synthetic scenes (seeds never used in training).
 
 :func:`fresh_test_samples` generates scenes exactly as the training dataset does
-(:func:`engine.data.build_dataset`: classes cycling rural/urban/industrial, 2x2 crops per scene,
+(:func:`lab.synthetic.build_dataset`: classes cycling rural/urban/industrial, 2x2 crops per scene,
 presence balanced to 50 % yes per object kind) but from another seed, so no test scene was seen
 in training. :func:`demo_scores` runs the engine over them and reports:
 
@@ -28,13 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.data.instructions import Sample
-from engine.data.synthetic import SCENE_CLASSES, generate_scene
-from engine.data.synthetic_dataset import balance_presence, scene_seed
-from engine.data.synthetic_tasks import make_samples, view_id
-from engine.data.synthetic_views import crop_views, target_box
 from engine.evaluation.runner import predict
 from engine.metrics import box_iou, classification_accuracy, grounding_scores, vqa_accuracy
 from engine.types import BoxPx, Task
+from lab.synthetic.dataset import balance_presence, scene_seed
+from lab.synthetic.layouts import generate_scene
+from lab.synthetic.scene import SCENE_CLASSES
+from lab.synthetic.tasks import make_samples, view_id
+from lab.synthetic.views import crop_views, target_box
 
 __all__ = [
     "GROUND_OUTCOMES",

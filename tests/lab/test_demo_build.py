@@ -9,16 +9,16 @@ import json
 import pytest
 import torch
 
-from engine.demo.base import DemoArch
-from engine.demo.recipe import (
+from engine.errors import ConfigError, WeightsNotFoundError
+from lab.demo.base import DemoArch
+from lab.demo.recipe import (
     ContinueStage,
     DemoRecipe,
     continue_config,
     scale_steps,
     train_config,
 )
-from engine.demo.tokenizer import SPECIAL_TOKENS, build_tokenizer, train_tokenizer_json
-from engine.errors import ConfigError, WeightsNotFoundError
+from lab.demo.tokenizer import SPECIAL_TOKENS, build_tokenizer, train_tokenizer_json
 from tests.engine.tiny import one_torch_thread, random_image  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,7 +45,7 @@ MINI = DemoRecipe(
     steps=3,
     continue_stages=(
         ContinueStage(2, 5e-4),
-        ContinueStage(1, 2e-4, number_sigma=10.0, vision_lr=1e-3),  # the tower trains too
+        ContinueStage(1, 2e-4, vision_lr=1e-3),  # the tower trains too
     ),
     batch_size=4,
     warmup_steps=1,
@@ -74,7 +74,7 @@ def test_tokenizer_has_one_token_per_grid_integer_and_the_qwen_special_tokens():
 
 
 def test_snap_box_answers_rounds_grounding_boxes_only(tmp_path):
-    from engine.demo.build import snap_box_answers
+    from lab.demo.build import snap_box_answers
 
     rows = [
         {"task": "ground", "answer": "[218, 664, 388, 831]"},
@@ -94,7 +94,7 @@ def test_recipe_variants_differ_only_where_the_ablation_says(tmp_path):
     no_exp = train_config(MINI, "no_experts", tmp_path)
     assert full.retrieval is not None and no_ret.retrieval is None
     assert "experts" in full.group_lr and "experts" not in no_exp.group_lr
-    assert no_exp.model.experts.layer_indices(MINI.arch.llm_layers) == ()
+    assert no_exp.model.engine.experts.layer_indices(MINI.arch.llm_layers) == ()
     assert full.optim.max_steps == no_ret.optim.max_steps == no_exp.optim.max_steps
     assert set(full.group_lr) == {"llm", "projector", "prompter", "experts"}  # tower frozen
     with pytest.raises(ConfigError, match="unknown demo variant"):
@@ -107,18 +107,18 @@ def test_later_stages_continue_the_stage_before_at_their_own_settings(tmp_path):
     first = train_config(MINI, "no_experts", tmp_path)
     final = first.output_dir / "final"
     second = continue_config(MINI, first, final)
-    assert second.model.model_path == final / "base"
+    assert second.model.engine.model_path == final / "base"
     assert second.model.init_adapter == final / "adapter"
     assert second.output_dir == tmp_path / "runs" / "no_experts_cont"
-    assert second.optim.max_steps == 2 and second.optim.number_sigma == 0
+    assert second.optim.max_steps == 2
     assert set(second.group_lr) == set(first.group_lr)  # same groups, lower rate
     assert all(lr == 5e-4 for lr in second.group_lr.values())
-    assert second.retrieval == first.retrieval and second.model.experts == first.model.experts
+    assert second.retrieval == first.retrieval
+    assert second.model.engine.experts == first.model.engine.experts
     third = continue_config(MINI, first, second.output_dir / "final", index=1)
     assert third.model.init_adapter == tmp_path / "runs" / "no_experts_cont" / "final" / "adapter"
     assert third.output_dir == tmp_path / "runs" / "no_experts_cont3"
-    assert third.optim.max_steps == 1 and third.optim.number_sigma == 10.0
-    assert third.optim.number_grid == MINI.box_grid_step
+    assert third.optim.max_steps == 1
     assert third.group_lr == {**dict.fromkeys(second.group_lr, 2e-4), "vision": 1e-3}
     with pytest.raises(ConfigError, match="continue stage 2 does not exist"):
         continue_config(MINI, first, final, index=2)
@@ -135,7 +135,7 @@ def test_scale_steps_lengthens_every_training_stage_and_nothing_else(tmp_path):
     assert [s.steps for s in long.continue_stages] == [40, 20]
     assert [dataclasses.replace(s, steps=1) for s in long.continue_stages] == [
         dataclasses.replace(s, steps=1) for s in recipe.continue_stages
-    ]  # rates, sigma, vision_lr kept
+    ]  # rates and vision_lr kept
     unchanged = ("clip_steps", "vision_pretrain_steps", "warmup_steps", "lr", "n_scenes")
     assert all(getattr(long, k) == getattr(recipe, k) for k in unchanged)
     assert scale_steps(MINI, 0.1).steps == 1  # at least one step
@@ -149,19 +149,19 @@ def test_scale_steps_lengthens_every_training_stage_and_nothing_else(tmp_path):
 
 def test_train_device_sets_where_and_in_which_precision_the_runs_train(tmp_path):
     cpu = train_config(MINI, "full", tmp_path)
-    assert (cpu.model.device, cpu.optim.precision) == ("cpu", "fp32")
+    assert (cpu.model.engine.device, cpu.optim.precision) == ("cpu", "fp32")
     gpu = dataclasses.replace(MINI, train_device="cuda")
     first = train_config(gpu, "no_experts", tmp_path)
-    assert (first.model.device, first.optim.precision) == ("cuda", "auto")  # bf16 autocast
+    assert (first.model.engine.device, first.optim.precision) == ("cuda", "auto")  # bf16 autocast
     later = continue_config(gpu, first, first.output_dir / "final", 1)
-    assert (later.model.device, later.optim.precision) == ("cuda", "auto")
+    assert (later.model.engine.device, later.optim.precision) == ("cuda", "auto")
     for bad in ("gpu", "cuda:0", "mps"):
         with pytest.raises(ConfigError, match="use 'cpu' or 'cuda'"):
             dataclasses.replace(MINI, train_device=bad)
 
 
 def test_a_work_folder_refuses_another_recipe_but_not_another_device(tmp_path):
-    from engine.demo.build import check_work_recipe
+    from lab.demo.build import check_work_recipe
 
     check_work_recipe(MINI, tmp_path)  # first use: recorded
     assert json.loads((tmp_path / "recipe.json").read_text())["steps"] == MINI.steps
@@ -174,31 +174,33 @@ def test_a_work_folder_refuses_another_recipe_but_not_another_device(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "setting, default, value",
-    [("image_positions", "sequence", "shared"), ("image_attention", "causal", "bidirectional")],
+    "recorded, accepted",
+    [
+        ({"number_sigma": 0.0, "image_positions": None, "image_attention": None}, True),
+        ({"number_sigma": 10.0}, False),
+        ({"image_attention": "bidirectional"}, False),
+    ],
+    ids=["defaults", "soft-numbers", "bidirectional"],
 )
-def test_a_stage_can_switch_image_token_settings_for_itself_and_the_stages_after(
-    tmp_path, setting, default, value
+def test_a_work_folder_from_before_the_experiment_options_were_removed(
+    tmp_path, recorded, accepted
 ):
-    stages = (
-        ContinueStage(2, 5e-4),
-        ContinueStage(2, 5e-4, **{setting: value}),
-        ContinueStage(2, 5e-4),
-    )
-    recipe = dataclasses.replace(MINI, continue_stages=stages)
-    first = train_config(recipe, "full", tmp_path)
-    final = first.output_dir / "final"
-    assert getattr(first.model, setting) == default
-    got = [getattr(continue_config(recipe, first, final, i).model, setting) for i in range(3)]
-    assert got == [default, value, value]
-    engine_cfg = continue_config(recipe, first, final, 1).model.engine_config()
-    assert getattr(engine_cfg, setting) == value
-    with pytest.raises(ConfigError, match=f"{setting}='2d'"):
-        ContinueStage(2, 5e-4, **{setting: "2d"})
+    """A recipe.json with the removed stage options at their defaults is the current recipe."""
+    from lab.demo.build import check_work_recipe
+
+    old = json.loads(json.dumps(MINI.to_json()))
+    for stage in old["continue_stages"]:
+        stage.update(recorded)
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    if accepted:
+        check_work_recipe(MINI, tmp_path)
+    else:
+        with pytest.raises(ConfigError, match=r"differs in: continue_stages\)"):
+            check_work_recipe(MINI, tmp_path)
 
 
 def _mini_build(tmp_path, recipe):
-    from engine.demo.build import build_demo
+    from lab.demo.build import build_demo
 
     out, work = tmp_path / "demo", tmp_path / "work"
     return build_demo(out, work, recipe, ablations=False), work
@@ -219,7 +221,7 @@ def test_mini_build_trains_on_cuda(tmp_path):
 
 
 def test_mini_build_exports_a_demo_the_engine_loads(tmp_path):
-    from engine.demo.build import build_demo
+    from lab.demo.build import build_demo
     from engine.demo.manifest import load_demo_engine, read_demo_manifest
 
     out = tmp_path / "demo"

@@ -1,10 +1,10 @@
-"""Synthetic georeferenced scenes with known footprints (deterministic by seed, pure numpy).
+"""Synthetic georeferenced scenes with known footprints: the value types and the scene builder.
 
-:func:`generate_scene` draws a north-up RGB raster in a UTM CRS for one scene class (rural,
-urban, industrial) and returns it with its ground truth: every object (building, water,
-road, field, forest, vehicle, storage tank) with attributes and its footprint polygon in *map
-coordinates* (``footprint_crs``) and in *scene pixels* (``footprint_px``, pixel edges), plus an
-object-id map telling which object is visible in every pixel after occlusion.
+:func:`lab.synthetic.layouts.generate_scene` draws a north-up RGB raster in a UTM CRS for one
+scene class (rural, urban, industrial) and returns it with its ground truth: every object
+(building, water, road, field, forest, vehicle, storage tank) with attributes and its footprint
+polygon in *map coordinates* (``footprint_crs``) and in *scene pixels* (``footprint_px``, pixel
+edges), plus an object-id map telling which object is visible in every pixel after occlusion.
 
 Georeferencing: ``transform`` is the 6-tuple ``(a, b, c, d, e, f)`` in affine/rasterio order,
 ``x = a*col + b*row + c`` and ``y = d*col + e*row + f`` for pixel-edge coordinates
@@ -12,8 +12,9 @@ Georeferencing: ``transform`` is the 6-tuple ``(a, b, c, d, e, f)`` in affine/ra
 ``(pixel_size_m, 0, west, 0, -pixel_size_m, north)``; :meth:`SyntheticScene.pixel_to_map`
 and :meth:`SyntheticScene.map_to_pixel` work for any invertible transform.
 
-Instruction samples built from scenes live in :mod:`engine.data.synthetic_tasks`; whole
-datasets on disk in :mod:`engine.data.synthetic_dataset`.
+The layouts (:mod:`lab.synthetic.layouts`) fill a :class:`SceneBuilder`; instruction samples
+built from scenes live in :mod:`lab.synthetic.tasks`, whole datasets on disk in
+:mod:`lab.synthetic.dataset`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from functools import cached_property
 
 import numpy as np
 
-from engine.data.canvas import Canvas, clip_polygon, smooth_noise
 from engine.types import BoxPx
+from lab.synthetic.canvas import Canvas, clip_polygon, smooth_noise
 
 __all__ = [
     "FIELD_TYPES",
@@ -33,9 +34,9 @@ __all__ = [
     "SCENE_CLASSES",
     "TANK_COLOURS",
     "VEHICLE_COLOURS",
+    "SceneBuilder",
     "SceneObject",
     "SyntheticScene",
-    "generate_scene",
 ]
 
 SCENE_CLASSES = ("rural", "urban", "industrial")
@@ -282,32 +283,3 @@ def _grow(poly_px: np.ndarray, margin_px: float) -> np.ndarray:
     vec = poly_px - centre
     norm = np.linalg.norm(vec, axis=1, keepdims=True) + 1e-9
     return poly_px + vec / norm * margin_px * np.sqrt(2)
-
-
-def generate_scene(
-    seed: int,
-    size_px: int = 512,
-    scene_class: str | None = None,
-    pixel_size_m: float = 0.5,
-    crs: str = "EPSG:32633",
-) -> SyntheticScene:
-    """A square scene of ``size_px`` pixels at ``pixel_size_m`` metres per pixel.
-
-    The scene class is drawn from the seed unless given; the map origin (top-left corner) is a
-    seed-dependent point of UTM zone 33N (easting 300-700 km, northing 4.6-5.6 Mm), rounded to
-    whole metres. The same arguments always give the same scene.
-    """
-    from engine.data.synthetic_layouts import LAYOUTS
-
-    if scene_class is not None and scene_class not in SCENE_CLASSES:
-        raise ValueError(f"unknown scene class {scene_class!r}; choose one of {SCENE_CLASSES}")
-    if not (64 <= size_px <= 8192) or not (0.1 <= pixel_size_m <= 5.0):
-        raise ValueError(
-            f"size_px must be in [64, 8192] and pixel_size_m in [0.1, 5], "
-            f"got {size_px}, {pixel_size_m}"
-        )
-    rng = np.random.default_rng(seed)
-    scene_class = scene_class or SCENE_CLASSES[int(rng.integers(len(SCENE_CLASSES)))]
-    origin = (float(rng.integers(300_000, 700_000)), float(rng.integers(4_600_000, 5_600_000)))
-    builder = LAYOUTS[scene_class](rng, size_px, pixel_size_m)
-    return builder.scene(seed, scene_class, crs, origin)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.demo.synthetic_eval import (
+from engine.types import BoxPx
+from lab.demo.synthetic_eval import (
     centre_axis_errors,
     fresh_test_samples,
     fresh_test_set,
     grounding_outcome,
     grounding_outcomes,
 )
-from engine.types import BoxPx
 
 
 def _box(cx: float, cy: float, half: float = 5.0) -> BoxPx:

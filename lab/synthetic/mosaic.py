@@ -5,14 +5,15 @@ region in different places gives different answers. :func:`generate_mosaic` gene
 scene per cell of a layout (each with its own seed), pastes them into one image, renumbers the
 objects and recomputes their map footprints with the mosaic's transform. The result is a
 :class:`SyntheticScene` with ``scene_class="mixed"`` whose ``class_windows`` say which class
-each part is; :func:`engine.data.synthetic_tasks.make_samples` skips crops across a seam.
+each part is; :func:`lab.synthetic.tasks.make_samples` skips crops across a seam.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.data.synthetic import SceneObject, SyntheticScene, generate_scene
+from lab.synthetic.layouts import generate_scene
+from lab.synthetic.scene import SceneObject, SyntheticScene
 
 __all__ = ["DEFAULT_LAYOUT", "generate_mosaic"]
 

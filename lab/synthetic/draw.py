@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.data.canvas import circle, convex_hull, rectangle
-from engine.data.synthetic import (
+from lab.synthetic.canvas import circle, convex_hull, rectangle
+from lab.synthetic.scene import (
     FIELD_TYPES,
     ROOF_COLOURS,
     TANK_COLOURS,

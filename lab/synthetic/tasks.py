@@ -1,6 +1,6 @@
 """Instruction samples from synthetic scenes, decided from the object-id map (what is visible).
 
-A scene is cut into square crops (:class:`~engine.data.synthetic_views.CropView`); every crop
+A scene is cut into square crops (:class:`~lab.synthetic.views.CropView`); every crop
 yields samples for all tasks:
 
 - ``classify``: the scene class among ``rural``/``urban``/``industrial`` (level scene);
@@ -9,7 +9,7 @@ yields samples for all tasks:
   in between (ambiguous slivers); counting (``"count"``) of buildings / storage tanks, only
   when no object of the kind is cut between 20 % and 80 % of its visible area;
 - ``ground``: a referring expression that matches exactly one object (see
-  :mod:`engine.data.synthetic_views`) with its box on the 0-1000 grid; things (buildings, tanks,
+  :mod:`lab.synthetic.views`) with its box on the 0-1000 grid; things (buildings, tanks,
   lakes, ponds) must be fully inside the crop, stuff (roads, rivers, fields, forests) gets the
   box of its visible part;
 - ``region``: "What is in this box?" about a whole object;
@@ -26,8 +26,9 @@ import numpy as np
 
 from engine.data.boxes import box_to_grid
 from engine.data.instructions import Sample
-from engine.data.synthetic import SCENE_CLASSES, SyntheticScene
-from engine.data.synthetic_text import (
+from engine.types import BoxPx, Level, Task
+from lab.synthetic.scene import SCENE_CLASSES, SyntheticScene
+from lab.synthetic.text import (
     COUNT_QUESTIONS,
     PRESENCE_QUESTIONS,
     REGION_QUESTIONS,
@@ -37,14 +38,13 @@ from engine.data.synthetic_text import (
     scene_caption,
     with_article,
 )
-from engine.data.synthetic_views import (
+from lab.synthetic.views import (
     SELECTORS,
     CropView,
     crop_views,
     is_thing,
     referring_expressions,
 )
-from engine.types import BoxPx, Level, Task
 
 __all__ = ["PRESENCE_MIN_M2", "corpus_records", "exact_count", "make_samples", "view_id"]
 

@@ -6,13 +6,13 @@ so an interrupted build continues where it stopped (training itself resumes from
 checkpoint); ``work/recipe.json`` records the recipe, and a folder built with another one is
 refused (:func:`check_work_recipe`):
 
-1. ``data/``: the synthetic instruction dataset (:func:`engine.data.build_dataset`);
+1. ``data/``: the synthetic instruction dataset (:func:`lab.synthetic.build_dataset`);
 2. ``tokenizer/`` + ``base_init/``: BPE tokenizer on the generator's text, random base model;
-3. ``clip/``: the tiny CLIP (:mod:`engine.demo.clip`); ``kb/``: the knowledge base built from
+3. ``clip/``: the tiny CLIP (:mod:`lab.demo.clip`); ``kb/``: the knowledge base built from
    the dataset's multi-level description corpus with :mod:`engine.retrieval` (the descriptions
    of every ``kb_scene_every``-th training scene, to keep the shipped index small);
 4. ``base/``: the vision tower pretrained contrastively on crops + captions (stage 0,
-   :mod:`engine.demo.vision_pretrain`);
+   :mod:`lab.demo.vision_pretrain`);
 5. ``runs/<variant>/``, ``runs/<variant>_cont/``, ``runs/<variant>_cont3/`` ... ``_cont8``:
    training with ``engine.train`` in eight stages (full model and the two ablations; stage 2
    continues stage 1 at a lower rate, each later stage continues the one before the same way;
@@ -29,12 +29,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.demo.recipe import VARIANTS, DemoRecipe, continue_config, train_config
+from engine.atomic import atomic_directory, write_text_atomic
+from lab.demo.recipe import VARIANTS, DemoRecipe, continue_config, train_config
 
 __all__ = [
     "build_data",
@@ -58,19 +58,18 @@ CHAT_WORDS = ("system", "user", "assistant")
 
 def build_data(recipe: DemoRecipe, work: Path, workers: int = 2) -> Path:
     """``work/data``: train/val/test JSONL, PNG crops and ``corpus.jsonl``."""
-    from engine.data import build_dataset
+    from lab.synthetic import build_dataset
 
     out = work / "data"
     if (out / "manifest.json").is_file():
         return out
-    tmp = work / "data.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_dataset(
-        tmp, recipe.n_scenes, recipe.data_seed, recipe.crop_px, 2 * recipe.crop_px, workers=workers
-    )
-    for split in ("train", "val"):
-        snap_box_answers(tmp / f"{split}.jsonl", recipe.box_grid_step)
-    tmp.rename(out)
+    with atomic_directory(out) as tmp:
+        build_dataset(
+            tmp, recipe.n_scenes, recipe.data_seed, recipe.crop_px, 2 * recipe.crop_px,
+            workers=workers,
+        )
+        for split in ("train", "val"):
+            snap_box_answers(tmp / f"{split}.jsonl", recipe.box_grid_step)
     return out
 
 
@@ -81,7 +80,7 @@ def snap_box_answers(path: Path, step: int) -> int:
     """Rewrite the grounding answers in the JSONL ``path`` with x0, y0, x1, y1 rounded to
     multiples of ``step`` on the 0-1000 grid (an angle stays as it is); returns how many changed.
 
-    With one token per coordinate (:mod:`engine.demo.tokenizer`), ``step`` 10 leaves 101
+    With one token per coordinate (:mod:`lab.demo.tokenizer`), ``step`` 10 leaves 101
     coordinate classes, each seen ten times as often; the rounding moves an edge by at most
     0.5 % of the crop (0.6 px at 128 px). Test scoring compares with the exact boxes."""
     if step <= 1:
@@ -98,9 +97,7 @@ def snap_box_answers(path: Path, step: int) -> int:
             changed += answer != record["answer"]
             record["answer"] = answer
         lines.append(json.dumps(record, ensure_ascii=False))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return changed
 
 
@@ -126,8 +123,8 @@ def tokenizer_texts(data_dir: Path) -> Iterator[str]:
 
 def build_tokenizer_and_base(recipe: DemoRecipe, work: Path) -> Path:
     """``work/base_init``: the randomly initialised base (``llm/`` with the tokenizer, ``vision/``)."""
-    from engine.demo.base import write_base_model
-    from engine.demo.tokenizer import build_tokenizer, train_tokenizer_json
+    from lab.demo.base import write_base_model
+    from lab.demo.tokenizer import build_tokenizer, train_tokenizer_json
 
     out = work / "base_init"
     if (out / "vision" / "config.json").is_file():
@@ -142,7 +139,7 @@ def build_tokenizer_and_base(recipe: DemoRecipe, work: Path) -> Path:
 
 def build_kb(recipe: DemoRecipe, work: Path) -> Path:
     """``work/clip`` (trained tiny CLIP) and ``work/kb`` (the description corpus embedded)."""
-    from engine.demo.clip import ClipTrainConfig, caption_pairs, train_clip
+    from lab.demo.clip import ClipTrainConfig, caption_pairs, train_clip
     from engine.retrieval import ClipEmbedder, KnowledgeBase, read_corpus
 
     if not (work / "clip" / "open_clip_config.json").is_file():
@@ -165,7 +162,7 @@ def build_kb(recipe: DemoRecipe, work: Path) -> Path:
 def pretrain_base(recipe: DemoRecipe, work: Path) -> Path:
     """``work/base``: ``base_init`` with a contrastively pretrained vision tower (stage 0)."""
     from engine.data.instructions import iter_jsonl
-    from engine.demo.vision_pretrain import (
+    from lab.demo.vision_pretrain import (
         VisionPretrainConfig,
         pretrain_examples,
         pretrain_vision,
@@ -190,7 +187,7 @@ def pretrain_base(recipe: DemoRecipe, work: Path) -> Path:
 
 def _scene_index(source: str) -> int:
     """Scene number of a corpus source ``synthetic:<seed>`` (seed = data_seed * 10^6 + index)."""
-    from engine.data.synthetic_dataset import SEED_STRIDE
+    from lab.synthetic.dataset import SEED_STRIDE
 
     return int(source.rsplit(":", 1)[1]) % SEED_STRIDE
 
@@ -231,14 +228,14 @@ def _train_once(config, trainer_cls) -> Path:
 
 def export_variant(final: Path, work: Path, out: Path) -> None:
     """Copy a trained variant (base in fp16, adapter) plus CLIP and KB into ``out``."""
-    from engine.demo.manifest import export_model
+    from lab.demo.export import export_model
 
     export_model(final, work, out)
 
 
 def variant_engine(final: Path, work: Path, variant: str, recipe: DemoRecipe):
     """The engine of a trained run (with the work folder's retriever unless ``no_retrieval``)."""
-    from engine.demo.manifest import engine_from_dirs
+    from lab.demo.export import engine_from_dirs
 
     with_retrieval = variant != "no_retrieval"
     return engine_from_dirs(
@@ -251,8 +248,8 @@ def variant_engine(final: Path, work: Path, variant: str, recipe: DemoRecipe):
 
 
 def score_variant(engine, recipe: DemoRecipe, n_scenes: int | None = None) -> dict:
-    """Scores of ``engine`` on fresh test scenes (:mod:`engine.demo.synthetic_eval`)."""
-    from engine.demo.synthetic_eval import demo_scores, fresh_test_set
+    """Scores of ``engine`` on fresh test scenes (:mod:`lab.demo.synthetic_eval`)."""
+    from lab.demo.synthetic_eval import demo_scores, fresh_test_set
 
     samples, others = fresh_test_set(
         recipe.test_seed, n_scenes or recipe.test_scenes, recipe.crop_px
@@ -262,6 +259,9 @@ def score_variant(engine, recipe: DemoRecipe, n_scenes: int | None = None) -> di
 
 
 RECIPE_FILE = "recipe.json"
+# continue-stage options of earlier recipes, removed with the experiments (docs/lab.md): their
+# defaults are what every stage does now
+REMOVED_STAGE_DEFAULTS = {"number_sigma": 0.0, "image_positions": None, "image_attention": None}
 
 
 def check_work_recipe(recipe: DemoRecipe, work: Path) -> None:
@@ -270,7 +270,9 @@ def check_work_recipe(recipe: DemoRecipe, work: Path) -> None:
     Every build step skips what already exists, so resuming a folder with, say, longer stages
     would silently keep the old runs. ``train_device`` is not compared, so a build may move to a
     GPU between sessions (resuming a CPU checkpoint on CUDA has not been run: no GPU yet). A
-    folder from before this check has no record; it is taken as built with ``recipe``."""
+    folder from before this check has no record; it is taken as built with ``recipe``. A record
+    from before the experiment options were removed (docs/lab.md) matches when its stages hold
+    them at their defaults (:data:`REMOVED_STAGE_DEFAULTS`)."""
     from engine.errors import ConfigError
 
     path = work / RECIPE_FILE
@@ -279,6 +281,10 @@ def check_work_recipe(recipe: DemoRecipe, work: Path) -> None:
     if path.is_file():
         recorded = json.loads(path.read_text(encoding="utf-8"))
         recorded.pop("train_device", None)
+        for stage in recorded.get("continue_stages", ()):
+            for key, default in REMOVED_STAGE_DEFAULTS.items():
+                if stage.get(key, default) == default:
+                    stage.pop(key, None)
         differ = sorted(
             k for k in wanted.keys() | recorded.keys() if wanted.get(k) != recorded.get(k)
         )
@@ -288,12 +294,12 @@ def check_work_recipe(recipe: DemoRecipe, work: Path) -> None:
                 f"{', '.join(differ)}); pass a new --work folder, or delete this one to rebuild"
             )
         return
-    path.write_text(json.dumps(recipe.to_json(), indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(recipe.to_json(), indent=1) + "\n")
 
 
 def build_demo(out: Path, work: Path, recipe: DemoRecipe | None = None, ablations: bool = True):
     """Run every step (see the module docstring); returns the path of ``demo.json``."""
-    from engine.demo.manifest import engine_from_dirs, write_manifest
+    from lab.demo.export import engine_from_dirs, write_manifest
 
     recipe = recipe or DemoRecipe()
     work.mkdir(parents=True, exist_ok=True)

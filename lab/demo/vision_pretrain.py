@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.atomic import atomic_directory
+
 __all__ = [
     "PATCH_LABELS",
     "PretrainExample",
@@ -96,9 +98,10 @@ def patch_targets(view, patch_px: int) -> np.ndarray:
 def pretrain_examples(data_manifest: dict, captions: dict[str, str], patch_px: int):
     """Examples of every training crop: scenes regenerated from the dataset's seeds (pure numpy,
     ~0.03 s a scene), crops and captions as in the dataset (``captions`` by sample-id prefix)."""
-    from engine.data.synthetic import SCENE_CLASSES, generate_scene
-    from engine.data.synthetic_dataset import SEED_STRIDE
-    from engine.data.synthetic_views import crop_views
+    from lab.synthetic.layouts import generate_scene
+    from lab.synthetic.scene import SCENE_CLASSES
+    from lab.synthetic.dataset import SEED_STRIDE
+    from lab.synthetic.views import crop_views
 
     crop_px, scene_px = data_manifest["crop_px"], data_manifest["scene_px"]
     examples = []
@@ -190,20 +193,18 @@ def pretrain_vision(
                 dense_loss.item(),
                 position_loss.item(),
             )
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(base_dir, tmp)
-    vision.eval().save_pretrained(tmp / "vision")
-    record = {
-        **asdict(config),
-        "examples": len(examples),
-        "final_contrastive": contrastive.item(),
-        "final_dense": dense_loss.item(),
-        "final_position": position_loss.item(),
-        "patch_labels": list(PATCH_LABELS),
-    }
-    (tmp / "vision" / "geolens_pretrain.json").write_text(
-        json.dumps(record, indent=2), encoding="utf-8"
-    )
-    tmp.rename(out_dir)
+    with atomic_directory(out_dir) as tmp:
+        shutil.copytree(base_dir, tmp, dirs_exist_ok=True)
+        vision.eval().save_pretrained(tmp / "vision")
+        record = {
+            **asdict(config),
+            "examples": len(examples),
+            "final_contrastive": contrastive.item(),
+            "final_dense": dense_loss.item(),
+            "final_position": position_loss.item(),
+            "patch_labels": list(PATCH_LABELS),
+        }
+        (tmp / "vision" / "geolens_pretrain.json").write_text(
+            json.dumps(record, indent=2), encoding="utf-8"
+        )
     return out_dir

@@ -12,7 +12,7 @@ Scene ``i`` uses seed ``seed * 1_000_000 + i`` and class ``SCENE_CLASSES[i % 3]`
 built with different ``seed`` values never share a scene either (for fewer than a million
 scenes). Presence questions are balanced to 50 % yes per object kind and split.
 
-CLI: ``python -m engine.data OUT_DIR --scenes 500 --seed 0 --workers 2``.
+CLI: ``python -m lab.synthetic OUT_DIR --scenes 500 --seed 0 --workers 2``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.atomic import atomic_file
 from engine.data.instructions import Sample, write_jsonl
-from engine.data.synthetic import SCENE_CLASSES, generate_scene
-from engine.data.synthetic_tasks import corpus_records, make_samples
+from lab.synthetic.layouts import generate_scene
+from lab.synthetic.scene import SCENE_CLASSES
+from lab.synthetic.tasks import corpus_records, make_samples
 
 __all__ = ["SPLITS", "DatasetManifest", "balance_presence", "build_dataset", "scene_seed"]
 
@@ -183,17 +185,15 @@ def _gather(results) -> tuple[dict[str, list[Sample]], list[dict]]:
 
 
 def _write_corpus(records: list[dict], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_file(path) as fh:
         for rec in records:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI entry point (``python -m engine.data``); prints the sample counts per split."""
+    """CLI entry point (``python -m lab.synthetic``); prints the sample counts per split."""
     parser = argparse.ArgumentParser(
-        prog="python -m engine.data", description="Write a synthetic GeoLens instruction dataset."
+        prog="python -m lab.synthetic", description="Write a synthetic GeoLens instruction dataset."
     )
     parser.add_argument("out_dir")
     parser.add_argument("--scenes", type=int, default=500)

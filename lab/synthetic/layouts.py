@@ -6,6 +6,9 @@ roofs and tanks, vehicles. The classes are kept visually distinct on purpose (th
 must learn them from small crops): rural = textured crop parcels, forest and a few farm
 buildings on meadow; urban = a dense street grid on grey pavement with many small coloured
 roofs; industrial = beige concrete, large flat-roofed warehouses and round storage tanks.
+
+:func:`generate_scene` picks the layout of a scene class (:data:`LAYOUTS`) and returns the
+finished :class:`~lab.synthetic.scene.SyntheticScene`.
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ from itertools import pairwise
 
 import numpy as np
 
-from engine.data.canvas import rectangle
-from engine.data.synthetic import FIELD_TYPES, SceneBuilder
-from engine.data.synthetic_draw import (
+from lab.synthetic.canvas import rectangle
+from lab.synthetic.draw import (
     blob,
     building,
     draw_field,
@@ -36,8 +38,9 @@ from engine.data.synthetic_draw import (
     vehicles_on_road,
     weighted,
 )
+from lab.synthetic.scene import FIELD_TYPES, SCENE_CLASSES, SceneBuilder, SyntheticScene
 
-__all__ = ["LAYOUTS", "industrial", "rural", "urban"]
+__all__ = ["LAYOUTS", "generate_scene", "industrial", "rural", "urban"]
 
 URBAN_LAWN = (112, 136, 86)
 HOUSE_ROOFS = {"red": 3.0, "orange": 2.0, "grey": 2.0, "white": 1.0, "blue": 1.0}
@@ -371,3 +374,30 @@ LAYOUTS: dict[str, Callable[[np.random.Generator, int, float], SceneBuilder]] = 
     "urban": urban,
     "industrial": industrial,
 }
+
+
+def generate_scene(
+    seed: int,
+    size_px: int = 512,
+    scene_class: str | None = None,
+    pixel_size_m: float = 0.5,
+    crs: str = "EPSG:32633",
+) -> SyntheticScene:
+    """A square scene of ``size_px`` pixels at ``pixel_size_m`` metres per pixel.
+
+    The scene class is drawn from the seed unless given; the map origin (top-left corner) is a
+    seed-dependent point of UTM zone 33N (easting 300-700 km, northing 4.6-5.6 Mm), rounded to
+    whole metres. The same arguments always give the same scene.
+    """
+    if scene_class is not None and scene_class not in SCENE_CLASSES:
+        raise ValueError(f"unknown scene class {scene_class!r}; choose one of {SCENE_CLASSES}")
+    if not (64 <= size_px <= 8192) or not (0.1 <= pixel_size_m <= 5.0):
+        raise ValueError(
+            f"size_px must be in [64, 8192] and pixel_size_m in [0.1, 5], "
+            f"got {size_px}, {pixel_size_m}"
+        )
+    rng = np.random.default_rng(seed)
+    scene_class = scene_class or SCENE_CLASSES[int(rng.integers(len(SCENE_CLASSES)))]
+    origin = (float(rng.integers(300_000, 700_000)), float(rng.integers(4_600_000, 5_600_000)))
+    builder = LAYOUTS[scene_class](rng, size_px, pixel_size_m)
+    return builder.scene(seed, scene_class, crs, origin)

@@ -9,20 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.data.canvas import polygon_mask
 from engine.data.instructions import read_jsonl
-from engine.data.synthetic import (
-    OBJECT_KINDS,
-    ROOF_COLOURS,
-    SCENE_CLASSES,
-    TANK_COLOURS,
-    generate_scene,
-)
-from engine.data.synthetic_dataset import build_dataset, scene_seed
-from engine.data.synthetic_tasks import PRESENCE_MIN_M2, exact_count, make_samples
-from engine.data.synthetic_views import crop_views, referring_expressions, resolve
 from engine.metrics import box_iou
+from engine.parsing import box_format
 from engine.types import Task
+from lab.synthetic.canvas import polygon_mask
+from lab.synthetic.dataset import build_dataset, scene_seed
+from lab.synthetic.layouts import generate_scene
+from lab.synthetic.scene import OBJECT_KINDS, ROOF_COLOURS, SCENE_CLASSES, TANK_COLOURS
+from lab.synthetic.tasks import PRESENCE_MIN_M2, exact_count, make_samples
+from lab.synthetic.views import crop_views, referring_expressions, resolve
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +269,7 @@ def test_engine_data_imports_no_raster_or_ui_stack():
     import sys
 
     code = (
-        "import sys, engine.data, engine.metrics, engine.data.synthetic_layouts; "
+        "import sys, engine.data, engine.metrics, lab.synthetic.layouts; "
         "heavy = ('rasterio', 'gradio', 'tiles', 'torch', 'scipy'); "
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
@@ -285,8 +281,7 @@ def test_engine_data_imports_no_raster_or_ui_stack():
 
 
 def test_answers_read_back_with_the_engine_box_parser(scenes):
-    parsing = pytest.importorskip("engine.parsing")
-    grid = parsing.box_format("grid1000")
+    grid = box_format("grid1000")
     samples = [s for s in make_samples(scenes["industrial"], 224) if s.task is Task.GROUND]
     assert samples
     for s in samples:
@@ -295,7 +290,7 @@ def test_answers_read_back_with_the_engine_box_parser(scenes):
 
 
 def test_mosaic_keeps_ground_truth_consistent():
-    from engine.data.synthetic_mosaic import generate_mosaic
+    from lab.synthetic.mosaic import generate_mosaic
 
     layout = (("rural", "urban"), ("industrial", "rural"))
     mosaic = generate_mosaic(2, layout, tile_px=192)

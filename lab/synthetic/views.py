@@ -18,9 +18,9 @@ from functools import cached_property
 
 import numpy as np
 
-from engine.data.synthetic import SceneObject, SyntheticScene
-from engine.data.synthetic_text import object_phrase
 from engine.types import BoxPx
+from lab.synthetic.scene import SceneObject, SyntheticScene
+from lab.synthetic.text import object_phrase
 
 __all__ = [
     "MIN_VISIBLE_PX",

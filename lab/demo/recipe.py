@@ -11,7 +11,7 @@ seven times; :func:`scale_steps` makes every stage longer, ``train_device`` runs
 * ``no_experts``: the same without semantic experts (ablation).
 
 Everything is trained from scratch (no pretrained weights exist offline): the vision tower is
-first pretrained on the training crops (:mod:`engine.demo.vision_pretrain`: contrastive
+first pretrained on the training crops (:mod:`lab.demo.vision_pretrain`: contrastive
 image-caption loss as SigLIP towers are made, plus per-patch kind/colour labels), then it stays
 frozen while the ``llm``, ``projector``, ``prompter`` and ``experts`` groups train together with
 ``engine.train`` (no LoRA: the whole small LLM trains). Freezing matters: while the LLM still
@@ -28,14 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from engine.config import (
-    IMAGE_ATTENTION,
-    IMAGE_POSITIONS,
-    ExpertConfig,
-    PrompterConfig,
-    QuantConfig,
-)
-from engine.demo.base import DemoArch
+from engine.config import EngineConfig, ExpertConfig, PrompterConfig, QuantConfig
 from engine.errors import ConfigError
 from engine.training.config import (
     DataConfig,
@@ -45,6 +38,7 @@ from engine.training.config import (
     RetrievalSection,
     TrainConfig,
 )
+from lab.demo.base import DemoArch
 
 __all__ = [
     "VARIANTS",
@@ -71,35 +65,18 @@ SAMPLE_WEIGHTS = {
 @dataclass(frozen=True)
 class ContinueStage:
     """One more run after stage 1, starting from the previous stage's trained base and adapter,
-    with a new warm-up + cosine schedule: ``steps`` at ``lr``; ``number_sigma`` > 0 trains
-    number tokens against soft targets (:mod:`engine.training.losses`); ``image_positions``
-    switches the model's :attr:`engine.config.EngineConfig.image_positions` from this stage on,
-    ``image_attention`` its :attr:`engine.config.EngineConfig.image_attention` (``None``: as in
-    the stage before); ``vision_lr`` > 0 also trains the vision tower in this stage at that rate
-    (the paper's optional tower tuning at a smaller rate; 0: the tower stays frozen)."""
+    with a new warm-up + cosine schedule: ``steps`` at ``lr``; ``vision_lr`` > 0 also trains the
+    vision tower in this stage at that rate (the paper's optional tower tuning at a smaller
+    rate; 0: the tower stays frozen)."""
 
     steps: int
     lr: float
-    number_sigma: float = 0.0
-    image_positions: str | None = None
-    image_attention: str | None = None
     vision_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.steps <= 0 or self.lr <= 0 or self.number_sigma < 0 or self.vision_lr < 0:
+        if self.steps <= 0 or self.lr <= 0 or self.vision_lr < 0:
             raise ConfigError(
-                "continue stage needs steps > 0, lr > 0, number_sigma >= 0, vision_lr >= 0; "
-                f"got {self}"
-            )
-        if self.image_positions not in (None, *IMAGE_POSITIONS):
-            raise ConfigError(
-                f"continue stage image_positions={self.image_positions!r}; use None or one of "
-                f"{', '.join(IMAGE_POSITIONS)}"
-            )
-        if self.image_attention not in (None, *IMAGE_ATTENTION):
-            raise ConfigError(
-                f"continue stage image_attention={self.image_attention!r}; use None or one of "
-                f"{', '.join(IMAGE_ATTENTION)}"
+                f"continue stage needs steps > 0, lr > 0, vision_lr >= 0; got {self}"
             )
 
 
@@ -113,7 +90,7 @@ class DemoRecipe:
     test_seed: int = 97  # fresh test scenes: seeds 97_000_000 + i, never trained on
     test_scenes: int = 60
     vocab_size: int = 1024
-    max_number_token: int = 1000  # every integer 0..1000 is one token (engine.demo.tokenizer)
+    max_number_token: int = 1000  # every integer 0..1000 is one token (lab.demo.tokenizer)
     box_grid_step: int = 10  # training box answers snapped to multiples of 10 on the 0-1000 grid
     arch: DemoArch = field(default_factory=DemoArch)
     prompter_tokens: int = 4  # N_a per level (the paper: 144); 3 levels -> 12 tokens
@@ -178,18 +155,20 @@ def train_config(
         stage="instruct",
         output_dir=work / "runs" / variant,
         model=ModelSection(
-            backbone="paper",
-            model_path=work / "base",
-            device=recipe.train_device,
-            prompter=PrompterConfig(
-                num_tokens=recipe.prompter_tokens,
-                num_heads=recipe.arch.llm_heads,
-                max_query_tokens=64,
-                max_semantic_tokens=160,
-            ),
-            experts=experts,
-            lora=None,
-            quant=QuantConfig(mode="none"),
+            EngineConfig(
+                backbone="paper",
+                model_path=work / "base",
+                device=recipe.train_device,
+                prompter=PrompterConfig(
+                    num_tokens=recipe.prompter_tokens,
+                    num_heads=recipe.arch.llm_heads,
+                    max_query_tokens=64,
+                    max_semantic_tokens=160,
+                ),
+                experts=experts,
+                lora=None,
+                quant=QuantConfig(mode="none"),
+            )
         ),
         data=DataConfig(
             train=(DataSource(data / "train.jsonl"),),
@@ -232,27 +211,15 @@ def continue_config(
             f"continue stage {index} does not exist; the recipe has {len(recipe.continue_stages)}"
         )
     stage = recipe.continue_stages[index]
-    positions, attention = first.model.image_positions, first.model.image_attention
-    for earlier in recipe.continue_stages[: index + 1]:  # the latest switch up to this stage
-        positions = earlier.image_positions or positions
-        attention = earlier.image_attention or attention
     model = replace(
         first.model,
-        model_path=previous_final / "base",
+        engine=replace(first.model.engine, model_path=previous_final / "base"),
         init_adapter=previous_final / "adapter",
-        image_positions=positions,
-        image_attention=attention,
     )
     lr = {g: stage.lr for g in first.optim.lr}
     if stage.vision_lr > 0:
         lr["vision"] = stage.vision_lr
-    optim = replace(
-        first.optim,
-        lr=lr,
-        max_steps=stage.steps,
-        number_sigma=stage.number_sigma,
-        number_grid=recipe.box_grid_step,  # soft targets only on the numbers answers use
-    )
+    optim = replace(first.optim, lr=lr, max_steps=stage.steps)
     suffix = "_cont" if index == 0 else f"_cont{index + 2}"  # stage number
     out = first.output_dir.with_name(first.output_dir.name + suffix)
     return replace(first, model=model, optim=optim, output_dir=out)
@@ -279,7 +246,3 @@ def scale_steps(recipe: DemoRecipe, factor: float) -> DemoRecipe:
         ablation_steps=None if recipe.ablation_steps is None else scaled(recipe.ablation_steps),
     )
 
-
-def with_overrides(recipe: DemoRecipe, **changes) -> DemoRecipe:
-    """``recipe`` with some fields changed (for quick experiments and tests)."""
-    return replace(recipe, **changes)

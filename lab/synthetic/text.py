@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.data.synthetic import SceneObject
+from lab.synthetic.scene import SceneObject
 
 __all__ = [
     "COUNT_QUESTIONS",

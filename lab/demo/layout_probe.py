@@ -4,15 +4,15 @@ For each grounding prompt the engine runs, the hidden states of the image tokens
 at the LLM's input and after every decoder layer; a ridge regression (fitted on 70 % of the
 images, scored on the rest) predicts each token's patch row and column from them. R² near 1
 means the layer still knows where its image tokens lie; a falling column R² with a steady row
-R² is the signature of 1D RoPE over raster-ordered tokens (``image_positions="sequence"``:
-attention's distance bias mixes each row's neighbours).
+R² is the signature of 1D RoPE over raster-ordered tokens (attention's distance bias mixes each
+row's neighbours).
 
 The same hidden states answer a second question (:func:`roof_colour_accuracy`): can a linear
 read-out tell the roof colour of the building under an image token (a patch at least half
 covered by one building roof; labels from :func:`roof_colour_labels`)? Grounding "the
 red-roofed building" needs the colour at the right place. Used for docs/BENCHMARKS.md::
 
-    python -m engine.demo.layout_probe --model assets/demo/model --adapter assets/demo/adapter \\
+    python -m lab.demo.layout_probe --model assets/demo/model --adapter assets/demo/adapter \\
         --clip assets/demo/clip --kb assets/demo/kb --scenes 40
 """
 
@@ -67,13 +67,13 @@ def ridge_accuracy(
 def roof_colour_labels(
     seed: int, n_scenes: int, crop_px: int, patch_px: int, min_cover: float = 0.5
 ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
-    """Per crop of the fresh test scenes (keyed by :func:`engine.data.synthetic_tasks.view_id`):
+    """Per crop of the fresh test scenes (keyed by :func:`lab.synthetic.tasks.view_id`):
     the roof colour (index into the returned names) of each patch, (side, side) in raster
     order, where one building covers at least ``min_cover`` of the patch's pixels, else -1."""
-    from engine.data.synthetic import ROOF_COLOURS
-    from engine.data.synthetic_tasks import view_id
-    from engine.data.synthetic_views import crop_views
-    from engine.demo.synthetic_eval import fresh_scenes
+    from lab.synthetic.scene import ROOF_COLOURS
+    from lab.synthetic.tasks import view_id
+    from lab.synthetic.views import crop_views
+    from lab.demo.synthetic_eval import fresh_scenes
 
     names = tuple(ROOF_COLOURS)
     side = crop_px // patch_px
@@ -208,17 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=97, help="test scene seed (default 97)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from engine.demo.manifest import engine_from_dirs
-    from engine.demo.synthetic_eval import fresh_test_samples
+    from lab.demo.export import engine_from_dirs
+    from lab.demo.synthetic_eval import fresh_test_samples
 
     # only the prompt's hidden states are probed: one generated token is enough
     engine = engine_from_dirs(args.model, args.adapter, args.clip, args.kb, max_new_tokens=1)
     samples = fresh_test_samples(args.seed, args.scenes, types=("ground",))
-    backbone = engine.vlm.backbone
-    print(
-        f"{len(samples)} grounding prompts, image_positions={backbone.image_positions}, "
-        f"image_attention={backbone.image_attention}"
-    )
+    print(f"{len(samples)} grounding prompts")
     states = image_token_states(engine, samples)
     print(f"{'layer':>6}  {'row R2':>7}  {'col R2':>7}")
     for row in layout_r2_of(states):
