@@ -1,10 +1,12 @@
 """One question about one region: drawn region -> crop -> engine -> result record.
 
-This is the data flow of DESIGN.md, wired from ``tiles`` and ``engine`` calls; the app adds no
-raster maths of its own beyond choosing windows:
+This is the data flow of DESIGN.md, wired from ``tiles`` and ``engine`` calls; the app does no
+raster maths of its own, it only picks which ``tiles`` step to take:
 
-    DrawnRegion ─tiles.region_window→ Window ─tiles.read_crop→ Crop ─engine.stream→ Answer
-    Answer.boxes_px ─tiles.boxes_to_lonlat(crop)→ polygons ─tiles.to_feature→ ResultRecord
+    DrawnRegion ─tiles.region_window→ Window (─tiles.context_window→ Window, "Ask about box")
+    Window ─tiles.read_crop(source=the catalog's)→ Crop ─engine.stream→ Answer
+    Answer.boxes_px ─tiles.boxes_to_result_space(crop)→ polygons (lon/lat or raster pixels)
+    polygons ─tiles.to_feature→ ResultRecord
 
 The region Feature of a result is the shape the analyst drew (exactly, so an export matches the
 drawing), the ground square of a clicked point, or the whole raster when nothing was drawn.
@@ -16,17 +18,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rasterio.windows import Window
-from shapely.geometry import box as shapely_box
-
 from app.errors import UserInputError
 from app.map_view import DrawnRegion
 from app.results import ResultBox, ResultRecord
 from engine.types import Answer, BoxPx, Task
 
 if TYPE_CHECKING:
+    from rasterio.windows import Window
+
     from engine.engine import Engine
-    from tiles import Crop, Raster
+    from tiles import Crop, Raster, RasterSource
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -35,6 +36,7 @@ __all__ = [
     "AskRequest",
     "PreparedCrop",
     "build_record",
+    "drawn_window",
     "evidence_dicts",
     "parse_labels",
     "prepare_crop",
@@ -96,67 +98,49 @@ class PreparedCrop:
     coordinate_space: str  # "lonlat" or "pixel"
 
 
-def _full_window(raster: Raster) -> Window:
-    return Window(0, 0, raster.width, raster.height)
+def _geometry_crs(region: DrawnRegion) -> str:
+    """The ``tiles`` name of the space a drawing's coordinates are in."""
+    return "EPSG:4326" if region.space == "lonlat" else "pixel"
 
 
-def _region_window(raster: Raster, region: DrawnRegion, point_size_m: float, point_size_px: float) -> Window:
+def drawn_window(raster: Raster, region: DrawnRegion, *, point_size_m: float, point_size_px: float) -> Window:
+    """The raster window a drawing covers (``tiles.region_window``; a point: its square)."""
     from tiles import region_window
 
-    geometry_crs = "EPSG:4326" if region.space == "lonlat" else "pixel"
-    return region_window(raster, region.geometry, geometry_crs,
+    return region_window(raster, region.geometry, _geometry_crs(region),
                          point_size_m=point_size_m, point_size_px=point_size_px)
-
-
-def _context_window(raster: Raster, window: Window) -> Window:
-    """``window`` grown to REGION_CONTEXT times its size about its centre, clipped to the raster."""
-    grow_w, grow_h = window.width * (REGION_CONTEXT - 1) / 2, window.height * (REGION_CONTEXT - 1) / 2
-    c0, r0 = max(0, int(window.col_off - grow_w)), max(0, int(window.row_off - grow_h))
-    c1 = min(raster.width, int(window.col_off + window.width + grow_w + 0.5))
-    r1 = min(raster.height, int(window.row_off + window.height + grow_h + 0.5))
-    return Window(c0, r0, c1 - c0, r1 - r0)
-
-
-def _box_in_crop(crop: Crop, window: Window) -> BoxPx:
-    """A raster window as a box in the crop's pixels (the crop covers ``crop.window``)."""
-    x0 = (window.col_off - crop.window.col_off) / crop.scale_x
-    y0 = (window.row_off - crop.window.row_off) / crop.scale_y
-    x1 = x0 + window.width / crop.scale_x
-    y1 = y0 + window.height / crop.scale_y
-    return BoxPx(max(0.0, x0), max(0.0, y0), min(float(crop.width), x1), min(float(crop.height), y1))
 
 
 def _region_geometry(crop: Crop, region: DrawnRegion | None, space: str,
                      point_size_m: float, point_size_px: float) -> dict[str, Any]:
-    from tiles import boxes_to_lonlat, to_feature
-    from tiles.crs import ground_square_lonlat
+    from tiles import boxes_to_result_space, point_square, to_feature
 
     if region is None:  # the whole crop: its exact footprint
-        geom = boxes_to_lonlat(crop, [BoxPx(0.0, 0.0, float(crop.width), float(crop.height))])[0]
-    elif region.shape == "point":
+        _, (geom,) = boxes_to_result_space(crop, [(0.0, 0.0, crop.width, crop.height)])
+    elif region.shape == "point":  # the square the point stands for
         x, y = region.geometry["coordinates"][:2]
-        half = point_size_px / 2
-        geom = (ground_square_lonlat(float(x), float(y), point_size_m) if space == "lonlat"
-                else shapely_box(x - half, y - half, x + half, y + half))
+        geom = point_square(x, y, _geometry_crs(region), point_size_m=point_size_m,
+                            point_size_px=point_size_px)
     else:
         geom = region.geometry
     return to_feature(geom, {}, coordinate_space=space, image=crop.image_name)["geometry"]
 
 
-def prepare_crop(raster: Raster, request: AskRequest, *, max_crop_px: int,
-                 point_size_m: float, point_size_px: float) -> PreparedCrop:
-    """Window for the request, the crop the model sees, and the result's region geometry."""
-    from tiles import read_crop
+def prepare_crop(raster: Raster, request: AskRequest, *, max_crop_px: int, point_size_m: float,
+                 point_size_px: float, source: RasterSource | None = None) -> PreparedCrop:
+    """Window for the request, the crop the model sees, and the result's region geometry.
+    ``source``: the raster's open datasets in the catalog (None: the file is opened for this call)."""
+    from tiles import context_window, full_window, read_crop, window_box_in_crop
 
     space = "lonlat" if raster.georeferenced else "pixel"
     region = request.region
     if region is not None and region.space == "lonlat" and not raster.georeferenced:
         raise UserInputError(f"{raster.name!r} is a plain image without map coordinates: draw the region again on it")
-    window = (_region_window(raster, region, point_size_m, point_size_px) if region is not None
-              else _full_window(raster))
-    read_window = _context_window(raster, window) if request.task is Task.REGION else window
-    crop = read_crop(raster, read_window, max_crop_px, preset=request.preset)
-    region_px = _box_in_crop(crop, window) if request.task is Task.REGION else None
+    window = (drawn_window(raster, region, point_size_m=point_size_m, point_size_px=point_size_px)
+              if region is not None else full_window(raster))
+    read_window = context_window(raster, window, REGION_CONTEXT) if request.task is Task.REGION else window
+    crop = read_crop(raster, read_window, max_crop_px, preset=request.preset, source=source)
+    region_px = BoxPx(*window_box_in_crop(crop, window)) if request.task is Task.REGION else None
     geometry = _region_geometry(crop, region, space, point_size_m, point_size_px)
     return PreparedCrop(crop=crop, region_px=region_px, region_geometry=geometry, coordinate_space=space)
 
@@ -185,13 +169,13 @@ def stream_answer(engine: Engine, prepared: PreparedCrop, request: AskRequest) -
 
 
 def _boxes(prepared: PreparedCrop, answer: Answer) -> tuple[ResultBox, ...]:
-    from tiles import boxes_to_lonlat, to_feature
+    from tiles import boxes_to_result_space, to_feature
 
     if not answer.boxes_px:
         return ()
-    polygons = boxes_to_lonlat(prepared.crop, answer.boxes_px)
+    space, polygons = boxes_to_result_space(prepared.crop, answer.boxes_px)
     return tuple(
-        ResultBox(geometry=to_feature(poly, {}, coordinate_space=prepared.coordinate_space,
+        ResultBox(geometry=to_feature(poly, {}, coordinate_space=space,
                                       image=prepared.crop.image_name)["geometry"],
                   label=box.label, score=box.score)
         for poly, box in zip(polygons, answer.boxes_px, strict=True)

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.asking import AskRequest, build_record, evidence_dicts, prepare_crop, stream_answer
+from app.asking import (
+    AskRequest,
+    build_record,
+    drawn_window,
+    evidence_dicts,
+    prepare_crop,
+    stream_answer,
+)
 from app.errors import NoModelError, UserInputError
 from app.export import export_results as write_exports
 from app.map_view import drawn_region, map_raster, map_value
@@ -30,23 +37,23 @@ __all__ = [
     "RESULT_COLUMNS",
     "AskControl",
     "AskProgress",
+    "TablePage",
     "ask",
     "clear_results",
+    "close_raster",
     "delete_results",
     "export_results",
-    "TablePage",
-    "close_raster",
     "map_features",
     "map_update",
     "open_raster_path",
     "open_raster_upload",
-    "start_open_path",
-    "start_open_upload",
     "raster_choices",
     "region_summary",
     "results_page",
     "results_rows",
     "selected_ids",
+    "start_open_path",
+    "start_open_upload",
     "toggle_selected",
 ]
 
@@ -178,7 +185,8 @@ def map_features(services: AppServices, *, bbox: str, space: str = "lonlat", ras
                  limit: int = MAP_RESULTS_LIMIT, owner: str | None = None) -> dict[str, Any]:
     """What the map draws for a view: a FeatureCollection of the newest answers (at most
     ``limit``) whose boxes meet ``bbox`` (lon/lat, or raster pixels of ``raster_id``), with
-    ``shown`` and ``total`` answers in view. Properties name the raster file, not its path."""
+    ``shown`` and ``total`` answers in view (``total_is_lower_bound``: at least that many; views
+    holding thousands are not counted to the end). Properties name the raster file, not its path."""
     if space not in ("lonlat", "pixel"):
         raise ValueError(f"space must be 'lonlat' or 'pixel', got {space!r}")
     if not 1 <= limit <= 5000:
@@ -193,7 +201,8 @@ def map_features(services: AppServices, *, bbox: str, space: str = "lonlat", ras
     for f in view.features:
         f["properties"]["raster"] = Path(str(f["properties"].get("raster", ""))).name
         f["properties"].pop("evidence", None)
-    return {"type": "FeatureCollection", "features": view.features, "shown": view.shown, "total": view.total}
+    return {"type": "FeatureCollection", "features": view.features, "shown": view.shown, "total": view.total,
+            "total_is_lower_bound": view.total_is_lower_bound}
 
 
 def region_summary(services: AppServices, raster_id: str | None, value: Mapping[str, Any] | None) -> str:
@@ -203,13 +212,11 @@ def region_summary(services: AppServices, raster_id: str | None, value: Mapping[
         return "No region drawn: questions are about the whole raster. Draw a rectangle, polygon or point on the map."
     if not raster_id:
         return f"Drawn {region.shape}; open a raster to ask about it."
-    from tiles import TilesError, region_window
+    from tiles import TilesError
 
     raster = services.raster(raster_id)
-    space = "EPSG:4326" if region.space == "lonlat" else "pixel"
     try:
-        window = region_window(raster, region.geometry, space, point_size_m=services.config.point_size_m,
-                               point_size_px=POINT_SIZE_PX)
+        window = drawn_window(raster, region, point_size_m=services.config.point_size_m, point_size_px=POINT_SIZE_PX)
     except TilesError as exc:
         return f"Drawn {region.shape}: {exc}"
     size = f"{int(window.width)}×{int(window.height)} px at column {int(window.col_off)}, row {int(window.row_off)}"
@@ -301,7 +308,8 @@ def ask(services: AppServices, request: AskRequest,
         return
     raster = services.raster(request.raster_id)
     prepared = prepare_crop(raster, request, max_crop_px=services.config.max_crop_px,
-                            point_size_m=services.config.point_size_m, point_size_px=POINT_SIZE_PX)
+                            point_size_m=services.config.point_size_m, point_size_px=POINT_SIZE_PX,
+                            source=services.catalog.source(request.raster_id))
     text = ""
     answer: Answer | None = None
     pieces = stream_answer(services.engine, prepared, request)

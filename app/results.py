@@ -221,6 +221,7 @@ class ViewFeatures:
     features: list[dict[str, Any]]
     shown: int
     total: int
+    total_is_lower_bound: bool = False  # more than ``total`` answers are in view (not counted)
 
 
 def _bbox(geometries: Iterable[Mapping[str, Any]]) -> tuple[float, float, float, float]:
@@ -276,7 +277,22 @@ CREATE INDEX IF NOT EXISTS results_raster ON results (raster, seq);
 CREATE INDEX IF NOT EXISTS results_task ON results (task, seq);
 CREATE INDEX IF NOT EXISTS results_owner ON results (owner, seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS results_bbox USING rtree (seq, min_x, max_x, min_y, max_y);
+-- Answers per (owner, raster, task), kept by triggers: a table page's total is a sum over a few
+-- rows instead of a count over every stored answer.
+CREATE TABLE IF NOT EXISTS result_counts (
+    owner TEXT NOT NULL, raster TEXT NOT NULL, task TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (owner, raster, task)
+);
+CREATE TRIGGER IF NOT EXISTS results_counted AFTER INSERT ON results BEGIN
+    INSERT INTO result_counts (owner, raster, task, n) VALUES (COALESCE(NEW.owner, ''), NEW.raster, NEW.task, 1)
+    ON CONFLICT (owner, raster, task) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS results_uncounted AFTER DELETE ON results BEGIN
+    UPDATE result_counts SET n = n - 1
+    WHERE owner = COALESCE(OLD.owner, '') AND raster = OLD.raster AND task = OLD.task;
+END;
 """
+_VIEW_SCAN_FROM = 5_000  # answers in view from which the newest are found by a newest-first scan
 _COLUMNS = "result_id, created_at, task, question, answer, n_boxes, raster, coordinate_space, owner"
 
 
@@ -334,6 +350,7 @@ class ResultsStore:
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             db.execute("SELECT count(*) FROM results").fetchone()
+            db.execute("DELETE FROM result_counts WHERE n <= 0")
         except BaseException:
             db.close()
             raise
@@ -417,15 +434,17 @@ class ResultsStore:
         except (TypeError, ValueError) as exc:
             raise ResultsStoreError(f"a result cannot be written as JSON: {exc}") from exc
         cur = self._db.execute(
-            "INSERT OR REPLACE INTO results (result_id, created_at, owner, raster, task, question, answer,"
-            " coordinate_space, n_boxes, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO results (result_id, created_at, owner, raster, task, question, answer,"
+            " coordinate_space, n_boxes, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (result_id) DO NOTHING",
             (p["result_id"], str(p.get("created_at") or utc_now_iso()), owner, str(p.get("raster") or ""),
              str(p.get("task") or ""), p.get("question"), str(p.get("answer") or ""),
              str(p.get("coordinate_space") or "lonlat"), n_boxes, payload),
         )
+        if cur.rowcount == 0:
+            return  # this answer is stored already (a legacy file imported twice)
         x0, y0, x1, y1 = _bbox(f["geometry"] for f in features)
-        self._db.execute("INSERT OR REPLACE INTO results_bbox VALUES (?, ?, ?, ?, ?)",
-                         (cur.lastrowid, x0, x1, y0, y1))
+        self._db.execute("INSERT INTO results_bbox VALUES (?, ?, ?, ?, ?)", (cur.lastrowid, x0, x1, y0, y1))
 
     def _write(self, fn, *args):
         try:
@@ -529,11 +548,13 @@ class ResultsStore:
     def page(self, query: ResultQuery) -> ResultPage:
         """One page of the table: answers matching ``query``, newest first, and their count."""
         cond, args = self._owned(query.owner)
+        count_cond, count_args = ("(owner = '' OR owner = ?)", (query.owner,)) if query.owner is not None else ("1", ())
         for column in ("raster", "task"):
             value = getattr(query, column)
             if value is not None:
                 cond, args = f"{cond} AND {column} = ?", (*args, value)
-        total = self._read(f"SELECT count(*) FROM results WHERE {cond}", args)[0][0]
+                count_cond, count_args = f"{count_cond} AND {column} = ?", (*count_args, value)
+        total = self._read(f"SELECT COALESCE(SUM(n), 0) FROM result_counts WHERE {count_cond}", count_args)[0][0]
         rows = self._read(f"SELECT {_COLUMNS} FROM results WHERE {cond} ORDER BY seq DESC LIMIT ? OFFSET ?",
                           (*args, query.limit, query.offset))
         return ResultPage(rows=tuple(_summary(r) for r in rows), total=int(total), offset=query.offset)
@@ -549,13 +570,23 @@ class ResultsStore:
         args = (*args, coordinate_space)
         if raster is not None:
             cond, args = f"{cond} AND r.raster = ?", (*args, raster)
-        join = ("FROM results_bbox b JOIN results r ON r.seq = b.seq WHERE b.max_x >= ? AND b.min_x <= ? "
-                f"AND b.max_y >= ? AND b.min_y <= ? AND {cond}")
+        meets = "b.max_x >= ? AND b.min_x <= ? AND b.max_y >= ? AND b.min_y <= ?"
+        join = f"FROM results_bbox b JOIN results r ON r.seq = b.seq WHERE {meets} AND {cond}"
         where_args = (x0, x1, y0, y1, *args)
-        total = self._read(f"SELECT count(*) {join}", where_args)[0][0]
-        rows = self._read(f"SELECT r.features {join} ORDER BY r.seq DESC LIMIT ?", (*where_args, limit))
+        # Counting every answer in a view over the whole history costs as much as reading them:
+        # count up to a cap and report "at least" beyond it.
+        total = self._read(f"SELECT count(*) FROM (SELECT 1 {join} LIMIT ?)", (*where_args, _VIEW_SCAN_FROM + 1))[0][0]
+        lower_bound = total > _VIEW_SCAN_FROM
+        if lower_bound:
+            # Most answers are in view: walking them newest first stops after ``limit`` matches,
+            # where the R*-tree would hand back all of them to be sorted.
+            rows = self._read(f"SELECT r.features FROM results r CROSS JOIN results_bbox b ON b.seq = r.seq "
+                              f"WHERE {meets} AND {cond} ORDER BY r.seq DESC LIMIT ?", (*where_args, limit))
+        else:
+            rows = self._read(f"SELECT r.features {join} ORDER BY r.seq DESC LIMIT ?", (*where_args, limit))
         features = [f for row in reversed(rows) for f in json.loads(row[0])]
-        return ViewFeatures(features=features, shown=len(rows), total=int(total))
+        return ViewFeatures(features=features, shown=len(rows), total=int(min(total, _VIEW_SCAN_FROM)),
+                            total_is_lower_bound=lower_bound)
 
     def bounds(self, result_id: str) -> tuple[str, tuple[float, float, float, float]] | None:
         """(coordinate space, bounding box) of one answer, for "zoom to result"; None if unknown."""

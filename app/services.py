@@ -136,12 +136,12 @@ class AppServices:
         """PNG tile of a catalog raster: Web Mercator when georeferenced, else pixel space."""
         from tiles import get_band_preset, render_pixel_tile, render_tile
 
-        raster = self.catalog.get(raster_id)
+        raster, source = self.catalog.get(raster_id), self.catalog.source(raster_id)
         preset = None if preset in (None, "", "auto") else preset
         if preset is not None:
             get_band_preset(preset)  # unknown names fail on every tile, not only on covered ones
         render = render_tile if raster.georeferenced else render_pixel_tile
-        return render(raster, z, x, y, preset=preset)
+        return render(raster, z, x, y, preset=preset, source=source)
 
     def warm_up(self) -> None:
         """Render the top tile of every open raster once, single-threaded, before serving: fills

@@ -104,7 +104,7 @@ def reported(status: gr.components.Component) -> Callable[[Callable], Callable]:
             def gen_wrapper(*args: Any, **kwargs: Any):
                 try:
                     yield from fn(*args, **kwargs)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - every failure becomes the status message
                     yield report(exc)
             return gen_wrapper
 
@@ -112,7 +112,7 @@ def reported(status: gr.components.Component) -> Callable[[Callable], Callable]:
         def wrapper(*args: Any, **kwargs: Any):
             try:
                 return fn(*args, **kwargs)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every failure becomes the status message
                 return report(exc)
         return wrapper
 
@@ -214,7 +214,7 @@ class _Actions:
         try:
             shown = False
             while not job.wait(0.5):
-                pct = int(round(100 * job.progress))
+                pct = round(100 * job.progress)
                 yield {self.c["status"]: plain_markdown(f"Preparing {job.path.name} for the map: {job.message} "
                                                         f"{pct} % (Cancel stops it)."),
                        self.c["cancel_open"]: gr.Button(visible=True) if not shown else gr.skip()}

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 class TimedEngine:
@@ -99,7 +99,7 @@ def _median(fn, repeats: int) -> float:
 def measure(n: int, repeats: int, engine) -> dict:
     from fastapi.testclient import TestClient
 
-    import app.ui as ui
+    from app import ui
     from app.config import AppConfig, LaunchConfig, ModelSpec
     from app.demo import DEMO_MANIFEST
     from app.server import create_server_app
@@ -184,7 +184,7 @@ def main() -> None:
     base = results[min(args.sizes)]
     print(f"{'answers':>9} {'fill s':>7} {'page ready ms':>14} {'draw->line ms':>14} {'Ask overhead ms':>16} "
           f"{'value B':>8}")
-    for n, r in results.items():
+    for r in results.values():
         print(f"{r['answers']:>9,} {r['fill_s']:>7.1f} {r['page_ready_s'] * 1e3:>9.1f} ({r['page_ready_s'] / base['page_ready_s']:.2f}x)"
               f" {r['region_line_s'] * 1e3:>8.1f} ({r['region_line_s'] / base['region_line_s']:.2f}x)"
               f" {r['ask_overhead_s'] * 1e3:>9.1f} ({r['ask_overhead_s'] / base['ask_overhead_s']:.2f}x)"

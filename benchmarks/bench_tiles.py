@@ -103,13 +103,13 @@ def random_windows(raster: tiles.Raster, rng: np.random.Generator, n: int,
     return [Window(int(c), int(r), size, size) for c, r in offsets]
 
 
-def bench_crop(raster: tiles.Raster, dataset, rng, n: int) -> dict:
+def bench_crop(raster: tiles.Raster, source, dataset, rng, n: int) -> dict:
     """Interleaved: each method reads its own random windows (no shared block-cache hits)."""
     ours, bare = [], []
     for window_a, window_b in zip(random_windows(raster, rng, n, 1024),
                                 random_windows(raster, rng, n, 1024), strict=False):
         bare.append(timed(dataset.read, window=window_a))
-        ours.append(timed(tiles.read_crop, raster, window_b, 1024))
+        ours.append(timed(tiles.read_crop, raster, window_b, 1024, source=source))
     return {"ours": statistics.median(ours), "baseline": statistics.median(bare)}
 
 
@@ -119,12 +119,12 @@ def full_res_then_resize(dataset, window: Window, side: int) -> np.ndarray:
     return np.asarray(image.resize((side, side), Image.Resampling.BILINEAR))
 
 
-def bench_decimated(raster: tiles.Raster, dataset, rng, n: int) -> dict:
+def bench_decimated(raster: tiles.Raster, source, dataset, rng, n: int) -> dict:
     ours, full = [], []
     for window_a, window_b in zip(random_windows(raster, rng, n, 10_000),
                                   random_windows(raster, rng, n, 10_000), strict=False):
         full.append(timed(full_res_then_resize, dataset, window_a, 1024))
-        ours.append(timed(tiles.read_crop, raster, window_b, 1024))
+        ours.append(timed(tiles.read_crop, raster, window_b, 1024, source=source))
     return {"ours": statistics.median(ours), "baseline": statistics.median(full)}
 
 
@@ -143,7 +143,7 @@ def rio_tiler_png(reader, z: int, x: int, y: int) -> bytes:
     return reader.tile(x, y, z).render(img_format="PNG")
 
 
-def bench_tiles(raster: tiles.Raster, path: Path, zooms: range, per_zoom: int, rng) -> dict:
+def bench_tiles(raster: tiles.Raster, source, path: Path, zooms: range, per_zoom: int, rng) -> dict:
     from rio_tiler.io import Reader
 
     ours, direct = [], []
@@ -152,7 +152,7 @@ def bench_tiles(raster: tiles.Raster, path: Path, zooms: range, per_zoom: int, r
         for z in zooms:
             for tz, tx, ty in tiles_for_zoom(raster, z, per_zoom, rng):
                 direct.append(timed(rio_tiler_png, reader, tz, tx, ty))
-                ours.append(timed(tiles.render_tile, raster, tz, tx, ty))
+                ours.append(timed(tiles.render_tile, raster, tz, tx, ty, source=source))
     return {
         "ours_p50": float(np.percentile(ours, 50)), "ours_p95": float(np.percentile(ours, 95)),
         "baseline_p50": float(np.percentile(direct, 50)),
@@ -173,11 +173,12 @@ def main() -> None:
     rng = np.random.default_rng(42)
     with tiles.Catalog(args.cache_dir / "workspace") as catalog, rasterio.open(path) as dataset:
         raster = catalog.get(catalog.open(path))
-        tiles.read_crop(raster, Window(0, 0, 256, 256), 256)  # warm: open handle, page cache
+        source = catalog.source(raster.raster_id)  # the catalog's pooled handles, as the app reads
+        tiles.read_crop(raster, Window(0, 0, 256, 256), 256, source=source)  # warm: open handle, page cache
         dataset.read(window=Window(0, 0, 256, 256))
-        crop = bench_crop(raster, dataset, rng, args.crops)
-        decimated = bench_decimated(raster, dataset, rng, args.decimated)
-        tile = bench_tiles(raster, path, range(12, 20), args.tiles_per_zoom, rng)
+        crop = bench_crop(raster, source, dataset, rng, args.crops)
+        decimated = bench_decimated(raster, source, dataset, rng, args.decimated)
+        tile = bench_tiles(raster, source, path, range(12, 20), args.tiles_per_zoom, rng)
 
     rows = [
         ("crop 1024² window vs bare rasterio read", crop["ours"], crop["baseline"],

@@ -3,7 +3,7 @@
 Each file holds one or more *modes*: ``zero_shot`` (the pretrained backbone without an adapter;
 retrieved descriptions go into the text as ``$context``) and ``adapter`` (the paper's modules are
 attached; descriptions go to the prompter). A mode has one ``string.Template`` per task, the
-system prompt and the box convention (:mod:`engine.parsing`) used both for the region given to
+system prompt and the box convention (:mod:`engine.boxes`) used both for the region given to
 the model and for the boxes it answers with. Placeholders: ``$question``, ``$labels``,
 ``$region``, ``$context``. The training CLI renders prompts with the same :class:`PromptSet`.
 """
@@ -15,9 +15,9 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.boxes import ALIASES, BOX_CONVENTIONS, BoxConvention, box_convention
 from engine.config import BACKBONE_NAMES
 from engine.errors import ConfigError, InputError
-from engine.parsing import BOX_FORMATS, BoxFormat, box_format
 from engine.types import Task
 
 __all__ = ["MODES", "PROMPTS_DIR", "PromptSet", "load_prompt_set", "prompt_mode"]
@@ -58,10 +58,11 @@ class PromptSet:
             raise ConfigError(
                 f"prompt set {self.backbone}/{self.mode} lacks templates for {missing}"
             )
-        if self.box_format_name not in BOX_FORMATS:
+        if ALIASES.get(self.box_format_name, self.box_format_name) not in BOX_CONVENTIONS:
             raise ConfigError(
                 f"prompt set {self.backbone}/{self.mode}: "
-                f"unknown box_format {self.box_format_name!r}"
+                f"unknown box_format {self.box_format_name!r}; "
+                f"known: {', '.join([*BOX_CONVENTIONS, *ALIASES])}"
             )
         for task, template in self.templates.items():
             where = f"{self.backbone}/{self.mode}/{task.value}"
@@ -75,8 +76,9 @@ class PromptSet:
                 raise ConfigError(f"template {where} must use ${min(REQUIRED[task])}")
 
     @property
-    def box_format(self) -> BoxFormat:
-        return box_format(self.box_format_name)
+    def box_format(self) -> BoxConvention:
+        """The box convention of this mode (registry: :data:`engine.boxes.BOX_CONVENTIONS`)."""
+        return box_convention(self.box_format_name)
 
     def render(
         self,

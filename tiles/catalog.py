@@ -1,8 +1,10 @@
 """The catalog of opened rasters: :class:`Catalog`.
 
 The app keeps one catalog per process. It owns the open datasets (a pooled, thread-safe
-:class:`tiles.source.RasterSource` per raster) and hands out opaque ids (random, never a path,
-so a URL like ``/tiles/{raster_id}/{z}/{x}/{y}.png`` can never name a file).
+:class:`tiles.source.RasterSource` per raster, :meth:`Catalog.source`, which reads take as
+``source=``; the :class:`Raster` values it hands out hold no open file) and hands out opaque
+ids (random, never a path, so a URL like ``/tiles/{raster_id}/{z}/{x}/{y}.png`` can never name
+a file).
 
 * **Policy**: every open goes through the catalog's :class:`tiles.opening.OpenPolicy`;
   ``trusted=True`` marks the operator's own rasters (command line), which may use any driver.
@@ -59,6 +61,13 @@ def _file_key(raster: Raster) -> FileKey:
     return (str(resolved), stat.st_size, stat.st_mtime_ns)
 
 
+def _not_open(raster_id: str, known: list[str]) -> UnknownRasterError:
+    return UnknownRasterError(
+        f"no open raster with id {raster_id!r}; open ids: {known or 'none'}. "
+        "Open the raster again."
+    )
+
+
 class Catalog:
     """Opened rasters keyed by opaque ids; a context manager that closes them all on exit.
 
@@ -86,6 +95,7 @@ class Catalog:
         self._cache_policy = policy.with_data_dir(self.workspace_dir / COG_DIRNAME)
         self._lock = threading.Lock()  # guards the dicts below
         self._rasters: dict[str, Raster] = {}
+        self._sources: dict[str, RasterSource] = {}  # one pool per raster id
         self._ids_by_key: dict[FileKey, str] = {}
         self._jobs: dict[FileKey, OpenJob] = {}
         self._threads: set[threading.Thread] = set()
@@ -184,10 +194,9 @@ class Catalog:
         """Add ``raster`` under ``raster_id`` (a new random id when None); caller holds _lock."""
         if raster_id is None or raster_id in self._rasters:
             raster_id = secrets.token_hex(6)
-        source = RasterSource(raster.file_to_read, rotated=raster.is_rotated,
-                              policy=raster.policy, trusted=raster.trusted)
-        self._rasters[raster_id] = dataclasses.replace(raster, raster_id=raster_id,
-                                                       source=source)
+        self._sources[raster_id] = RasterSource(raster.file_to_read, rotated=raster.is_rotated,
+                                                policy=raster.policy, trusted=raster.trusted)
+        self._rasters[raster_id] = dataclasses.replace(raster, raster_id=raster_id)
         self._ids_by_key[key] = raster_id
         path = raster.path.absolute() if _is_local(raster) else raster.path
         self._remembered[raster_id] = CatalogEntry(raster_id, path, trusted, raster.read_path)
@@ -241,11 +250,18 @@ class Catalog:
             raster = self._rasters.get(raster_id)
             known = builtins.list(self._rasters)
         if raster is None:
-            raise UnknownRasterError(
-                f"no open raster with id {raster_id!r}; open ids: {known or 'none'}. "
-                "Open the raster again."
-            )
+            raise _not_open(raster_id, known)
         return raster
+
+    def source(self, raster_id: str) -> RasterSource:
+        """The pooled datasets of the open raster with this id, for reads (``read_crop``,
+        ``render_tile``, ... take it as ``source=``); UnknownRasterError lists the open ids."""
+        with self._lock:
+            source = self._sources.get(raster_id)
+            known = builtins.list(self._rasters)
+        if source is None:
+            raise _not_open(raster_id, known)
+        return source
 
     def list(self) -> builtins.list[Raster]:
         """Open rasters in opening order."""
@@ -261,6 +277,7 @@ class Catalog:
         """Close one raster, release its datasets and forget it (also in the state file)."""
         with self._lock:
             raster = self._rasters.pop(raster_id, None)
+            source = self._sources.pop(raster_id, None)
             if raster is None:
                 known = builtins.list(self._rasters)
             else:
@@ -271,7 +288,8 @@ class Catalog:
             raise UnknownRasterError(
                 f"cannot close raster id {raster_id!r}: not open; open ids: {known or 'none'}"
             )
-        raster.source.close()
+        if source is not None:
+            source.close()
         self._save_state()
 
     def close_all(self, *, timeout_s: float = 10.0) -> None:
@@ -284,9 +302,10 @@ class Catalog:
         for thread in threads:
             thread.join(timeout_s)
         with self._lock:
-            rasters, self._rasters, self._ids_by_key = builtins.list(self._rasters.values()), {}, {}
-        for raster in rasters:
-            raster.source.close()
+            sources = builtins.list(self._sources.values())
+            self._rasters, self._sources, self._ids_by_key = {}, {}, {}
+        for source in sources:
+            source.close()
 
     def __len__(self) -> int:
         with self._lock:

@@ -2,9 +2,9 @@
 
 One entry per open raster: its catalog id, the path it was opened from (absolute), whether it
 was opened as trusted, and the cached tiled copy it reads, if any. The file is rewritten
-atomically on every change (temp file, fsync, ``os.replace``, fsync of the folder), so a crash
-leaves either the old or the new state. A file that cannot be parsed is moved aside
-(``catalog.corrupt-<time>.json``) and reported, never silently dropped.
+atomically on every change (:func:`tiles.atomic.write_text_atomic`: temp file, fsync, rename,
+fsync of the folder), so a crash leaves either the old or the new state. A file that cannot be
+parsed is moved aside (``catalog.corrupt-<time>.json``) and reported, never silently dropped.
 
 Format (version 1)::
 
@@ -19,9 +19,10 @@ import logging
 import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tiles.atomic import write_text_atomic
 
 __all__ = ["STATE_VERSION", "CatalogEntry", "RestoreProblem", "read_state", "write_state"]
 
@@ -105,19 +106,5 @@ def read_state(state_path: Path) -> tuple[list[CatalogEntry], list[RestoreProble
 
 def write_state(state_path: Path, entries: list[CatalogEntry]) -> None:
     """Atomically replace ``state_path`` with ``entries`` (OSError on failure)."""
-    state_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"version": STATE_VERSION, "rasters": [e.to_json() for e in entries]}
-    tmp = state_path.with_name(f".{state_path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, state_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    directory = os.open(state_path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_text_atomic(state_path, json.dumps(payload, indent=1))

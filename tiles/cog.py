@@ -12,16 +12,15 @@ directories sit in the file, which does not matter for local reads.
 
 The cache key is the source's resolved path, size and modification time, so an edited file gets
 a new copy; the copy is written under a temp name and renamed into place, so a crash or a
-cancel never leaves a half-written file under the final name (and a cancel removes the temp).
+cancel never leaves a half-written file under the final name (and a cancel removes the temp:
+:func:`tiles.atomic.atomic_path`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from tiles.atomic import atomic_path
 from tiles.errors import OpenCancelledError, RasterOpenError, TilesError
 from tiles.opening import gdal_env, gdal_reason, open_dataset
 from tiles.raster import Raster
@@ -188,15 +188,13 @@ def build_cog(
         report(1.0, "reusing the cached copy")
         return cog_path
     _check_cancel(cancelled, source_path)
-    cog_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cog_path.with_name(f".{cog_path.stem}.{uuid.uuid4().hex[:8]}.tmp.tif")
     log.info("building COG %s from %s (%dx%d)", cog_path, source_path, raster.width,
              raster.height)
     try:
-        with warnings.catch_warnings(), gdal_env(raster.policy, trusted=raster.trusted):
+        with atomic_path(cog_path) as tmp, warnings.catch_warnings(), \
+                gdal_env(raster.policy, trusted=raster.trusted):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             _write_copy(source_path, tmp, raster, report, cancelled)
-        os.replace(tmp, cog_path)
     except TilesError:
         raise
     except (RasterioError, OSError) as exc:
@@ -206,7 +204,5 @@ def build_cog(
             "it), or the workspace disk is full; or convert it yourself with "
             "`gdal_translate -of COG in.tif out.tif` and open that."
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after a successful rename; removed after a failure
     report(1.0, "done")
     return cog_path

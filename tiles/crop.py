@@ -8,7 +8,8 @@ raster CRS *including the resampling*:
     transform = raster.transform @ Affine.translation(col_off, row_off) @ Affine.scale(sx, sy)
 
 so a box in crop pixels lands on the map with one affine product, exactly, also for rotated or
-skewed geotransforms. For non-georeferenced rasters it maps crop pixels to raster pixels.
+skewed geotransforms. For non-georeferenced rasters it maps crop pixels to raster pixels, which
+``Crop.raster_px_transform`` does for every crop.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from tiles.errors import CropError, RegionOutsideError
 from tiles.presets import select_bands
 from tiles.raster import Raster
 from tiles.reading import raster_handle, read_display_rgb
+from tiles.source import RasterSource
 
-__all__ = ["DEFAULT_MAX_SIDE", "Crop", "crop_shape", "read_crop"]
+__all__ = ["DEFAULT_MAX_SIDE", "Crop", "check_window", "crop_shape", "read_crop"]
 
 DEFAULT_MAX_SIDE = 1024
 
@@ -74,6 +76,12 @@ class Crop:
     def image_name(self) -> str:
         return self.raster_path.name
 
+    @property
+    def raster_px_transform(self) -> Affine:
+        """Crop px -> raster px (column, row) of the raster the crop was read from."""
+        return (Affine.translation(self.window.col_off, self.window.row_off)
+                @ Affine.scale(self.scale_x, self.scale_y))
+
 
 def crop_shape(window: Window, max_side: int) -> tuple[int, int]:
     """(out_h, out_w): the window's size, or scaled so the longer side is ``max_side``."""
@@ -84,7 +92,9 @@ def crop_shape(window: Window, max_side: int) -> tuple[int, int]:
     return max(1, min(max_side, round(h * scale))), max(1, min(max_side, round(w * scale)))
 
 
-def _check_request(raster: Raster, window: Window, max_side: int) -> None:
+def check_window(raster: Raster, window: Window) -> None:
+    """CropError unless ``window`` is a rasterio Window with finite values and a positive size;
+    RegionOutsideError when it does not overlap ``raster``."""
     if not isinstance(window, Window):
         raise CropError(
             f"window must be a rasterio.windows.Window (e.g. from tiles.region_window), got "
@@ -93,8 +103,6 @@ def _check_request(raster: Raster, window: Window, max_side: int) -> None:
     values = (window.col_off, window.row_off, window.width, window.height)
     if not all(math.isfinite(v) for v in values) or window.width <= 0 or window.height <= 0:
         raise CropError(f"window must be finite with width and height > 0, got {window!r}")
-    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1:
-        raise CropError(f"max_side must be an integer >= 1 (pixels), got {max_side!r}")
     if (window.col_off >= raster.width or window.row_off >= raster.height
             or window.col_off + window.width <= 0 or window.row_off + window.height <= 0):
         where = (
@@ -114,24 +122,28 @@ def read_crop(
     *,
     preset: str | None = None,
     resampling: Resampling = Resampling.average,
+    source: RasterSource | None = None,
 ) -> Crop:
     """Read ``window`` of ``raster`` as RGB uint8 with at most ``max_side`` pixels per side.
 
     Bands come from ``preset`` (see :mod:`tiles.presets`; None = from color interpretation);
     non-uint8 data is stretched as on the map. ``resampling`` applies only when decimating
     (native reads copy pixels). Parts of the window outside the raster are padded with 0 and
-    marked invalid.
+    marked invalid. ``source``: the raster's open datasets (``catalog.source(raster_id)``);
+    None opens the file for this call.
     """
-    _check_request(raster, window, max_side)
+    check_window(raster, window)
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1:
+        raise CropError(f"max_side must be an integer >= 1 (pixels), got {max_side!r}")
     selection = select_bands(raster, preset)
     out_h, out_w = crop_shape(window, max_side)
     native = (out_h, out_w) == (window.height, window.width)
     method = Resampling.nearest if native or selection.palette else resampling
     purpose = (f"pixels x {window.col_off:g}..{window.col_off + window.width:g}, "
                f"y {window.row_off:g}..{window.row_off + window.height:g}")
-    with raster_handle(raster, purpose) as (handle, source):
+    with raster_handle(raster, purpose, source=source) as (handle, pool):
         image, valid = read_display_rgb(
-            handle, source, raster, selection, window, (out_h, out_w), method
+            handle, pool, raster, selection, window, (out_h, out_w), method
         )
     scale_x, scale_y = window.width / out_w, window.height / out_h
     transform = (

@@ -15,6 +15,7 @@ __all__ = [
     "GeoJSONReadError",
     "GeoJSONWriteError",
     "GeometryError",
+    "NotGeoreferencedError",
     "OpenCancelledError",
     "RasterAccessError",
     "RasterFormatError",
@@ -24,6 +25,7 @@ __all__ = [
     "RegionOutsideError",
     "TileError",
     "TilesError",
+    "TilingError",
     "UnknownRasterError",
     "UnsupportedCRSError",
 ]
@@ -64,6 +66,10 @@ class UnsupportedCRSError(TilesError, ValueError):
     """A CRS cannot be parsed or cannot be transformed to lon/lat (EPSG:4326)."""
 
 
+class NotGeoreferencedError(UnsupportedCRSError):
+    """Lon/lat asked of a raster or crop without georeferencing (a plain image: pixel space)."""
+
+
 class RegionOutsideError(TilesError, ValueError):
     """A region does not overlap the raster (message names the raster's lon/lat bounds)."""
 
@@ -86,6 +92,11 @@ class BandPresetError(TilesError, ValueError):
 
 class TileError(TilesError, ValueError):
     """A tile request is malformed (zoom/x/y out of range, wrong tiling scheme for the raster)."""
+
+
+class TilingError(TilesError, ValueError):
+    """A tiling plan or a merge is asked with bad parameters (tile size, overlap, resolution,
+    thresholds); the message quotes the value and the valid range."""
 
 
 class CropError(TilesError, ValueError):

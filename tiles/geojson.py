@@ -7,15 +7,13 @@ longitudes pass ±180° are split at the antimeridian into a MultiPolygon (RFC 7
 Results from non-georeferenced images are *not* lon/lat: :func:`to_feature` with
 ``coordinate_space="pixel"`` keeps raster pixel coordinates (x = column, y = row, y down) and
 marks them with the properties ``coordinate_space: "pixel"`` and ``image: <file name>``; a
-FeatureCollection never mixes the two spaces. Files are written atomically (temp file in the
-same directory, fsync, ``os.replace``).
+FeatureCollection never mixes the two spaces. Files are written atomically
+(:func:`tiles.atomic.write_text_atomic`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +23,16 @@ from shapely.geometry import MultiPolygon, Polygon, box, mapping
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
+from tiles.atomic import write_text_atomic
 from tiles.errors import GeoJSONReadError, GeoJSONWriteError, GeometryError
+from tiles.geometry import LONLAT
+from tiles.pixelspace import PIXEL
 from tiles.region import as_geometry
 from tiles.types import GeoJSONDict, PathLikeStr
 
 __all__ = [
     "COORDINATE_DECIMALS",
     "COORDINATE_SPACE_KEY",
-    "feature_geometry",
     "read_geojson",
     "to_feature",
     "to_feature_collection",
@@ -41,7 +41,7 @@ __all__ = [
 
 COORDINATE_DECIMALS = 7
 COORDINATE_SPACE_KEY = "coordinate_space"
-_SPACES = ("lonlat", "pixel")
+_SPACES = (LONLAT, PIXEL)
 
 
 def _split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
@@ -162,7 +162,7 @@ def to_feature_collection(features: Any) -> GeoJSONDict:
 
 
 def write_geojson(path: PathLikeStr, feature_collection: GeoJSONDict) -> Path:
-    """Write ``feature_collection`` atomically (temp + fsync + os.replace); returns the path."""
+    """Write ``feature_collection`` atomically (temp file, fsync, rename); returns the path."""
     path = Path(path)
     if feature_collection.get("type") != "FeatureCollection" or "crs" in feature_collection:
         raise GeoJSONWriteError(
@@ -174,35 +174,13 @@ def write_geojson(path: PathLikeStr, feature_collection: GeoJSONDict) -> Path:
     except (TypeError, ValueError) as exc:
         raise GeoJSONWriteError(f"cannot serialise GeoJSON for {str(path)!r}: {exc}") from exc
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        write_text_atomic(path, text)
     except OSError as exc:
         raise GeoJSONWriteError(
             f"cannot write GeoJSON to {str(path)!r}: {exc.strerror or exc}. Check that the "
             "directory exists and is writable and the disk is not full."
         ) from exc
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # platforms without directory fds
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_geojson(path: PathLikeStr) -> GeoJSONDict:
@@ -226,11 +204,3 @@ def read_geojson(path: PathLikeStr) -> GeoJSONDict:
             f"{data.get('type') if isinstance(data, dict) else type(data).__name__!r})."
         )
     return data
-
-
-def feature_geometry(feature: GeoJSONDict) -> BaseGeometry:
-    """The shapely geometry of a Feature dict (GeometryError when missing or invalid)."""
-    if not isinstance(feature, dict) or feature.get("type") != "Feature":
-        raise GeometryError(f"not a GeoJSON Feature: {feature!r:.200}")
-    return as_geometry(feature)
-

@@ -37,7 +37,6 @@ __all__ = [
     "PIXEL_SPACES",
     "PixelTileScheme",
     "geometry_leaflet_simple_to_px",
-    "geometry_px_to_leaflet_simple",
     "leaflet_simple_to_px",
     "pixel_tile_scheme",
     "px_to_leaflet_simple",
@@ -117,9 +116,4 @@ def leaflet_simple_to_px(lat: Any, lng: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def geometry_leaflet_simple_to_px(geometry: BaseGeometry) -> BaseGeometry:
     """A geometry drawn on the CRS.Simple map ([lng, lat]) -> pixel (x = col, y = row)."""
-    return shapely.transform(geometry, lambda xy: xy * np.array([1.0, -1.0]))
-
-
-def geometry_px_to_leaflet_simple(geometry: BaseGeometry) -> BaseGeometry:
-    """A pixel geometry (x = col, y = row) -> CRS.Simple GeoJSON order ([lng, lat])."""
     return shapely.transform(geometry, lambda xy: xy * np.array([1.0, -1.0]))

@@ -1,10 +1,10 @@
 """Open a raster and describe it: :class:`Raster` and :func:`open_raster`.
 
 A :class:`Raster` is a frozen description (CRS, geotransform, size, bands, nodata, overviews,
-footprint in its CRS and in lon/lat). Rasters that the :class:`tiles.catalog.Catalog` opened also
-carry its pooled dataset handles in ``source`` so that tiles and crops reuse open datasets;
-a Raster from a bare :func:`open_raster` call has ``source=None`` and every read opens the file
-for the duration of that call.
+footprint in its CRS and in lon/lat): a value, holding no open file. Open datasets belong to
+whoever opened them: the :class:`tiles.catalog.Catalog` keeps one pooled
+:class:`tiles.source.RasterSource` per raster (``catalog.source(raster_id)``), which reads take
+as ``source=``; a read without one opens the file for the duration of that call.
 
 :func:`open_raster` applies an :class:`tiles.opening.OpenPolicy` (where the file may come from,
 which formats, no network) and reads the first and last block and the smallest overview, so a
@@ -42,8 +42,8 @@ from tiles.errors import EmptyRasterError, RasterOpenError, UnsupportedCRSError
 from tiles.opening import (
     DEFAULT_POLICY,
     OpenPolicy,
-    gdal_reason,
     gdal_env,
+    gdal_reason,
     ignored_sidecars,
     locate,
     open_located,
@@ -52,8 +52,6 @@ from tiles.types import BoundsCRS, BoundsLonLat, PathLikeStr
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
-
-    from tiles.source import RasterSource
 
 __all__ = ["Raster", "check_readable", "describe_dataset", "open_raster"]
 
@@ -89,7 +87,6 @@ class Raster:
     has_dataset_mask: bool = False  # an internal/per-dataset mask (e.g. JPEG-compressed COGs)
     raster_id: str | None = None  # catalog id, None outside a catalog
     read_path: Path | None = None  # file actually read (a cached COG); None means ``path``
-    source: RasterSource | None = field(default=None, compare=False, repr=False)
     # How ``file_to_read`` is reopened (tiles.opening): the policy and whether it is trusted.
     trusted: bool = False
     policy: OpenPolicy = field(default=DEFAULT_POLICY, compare=False, repr=False)

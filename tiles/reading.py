@@ -1,7 +1,8 @@
 """Read a raster: :func:`raster_handle` and :func:`read_display_rgb`.
 
-:func:`raster_handle` is the dataset handle every read of a :class:`Raster` goes through (its
-catalog pool, or the file opened for the call), with read failures as RasterReadError.
+:func:`raster_handle` is the dataset handle every read of a :class:`Raster` goes through (a
+:class:`tiles.source.RasterSource` the caller passes, usually the catalog's pool, or the file
+opened for the call), with read failures as RasterReadError.
 
 :func:`read_display_rgb` reads a (possibly fractional, possibly partly outside) raster window
 into display RGB, shared by crops and pixel-space tiles. Output pixel (i, j) covers raster pixels
@@ -34,25 +35,31 @@ _EPS = 1e-9
 
 @contextlib.contextmanager
 def raster_handle(
-    raster: Raster, purpose: str = "pixels"
+    raster: Raster, purpose: str = "pixels", *, source: RasterSource | None = None
 ) -> Iterator[tuple[DatasetHandle, RasterSource]]:
-    """A dataset handle for ``raster``: from its catalog pool, else a source opened for the call.
+    """A dataset handle for ``raster``: checked out of ``source`` (the pool the catalog keeps
+    for it, ``catalog.source(raster_id)``), else from a source opened for the call.
 
-    A raster from a bare ``open_raster`` has no pool; the file is opened (under the raster's
-    policy) and closed around the call (correct but slower; use :class:`tiles.catalog.Catalog`
-    for repeated reads). ``purpose`` names the read in RasterReadError messages.
+    Without a source the file is opened (under the raster's policy) and closed around the call:
+    correct, but slower for repeated reads. ``purpose`` names the read in RasterReadError
+    messages. A ``source`` of another file raises ValueError.
     """
-    if raster.source is not None:
-        with raster.source.handle(purpose) as handle:
-            yield handle, raster.source
-        return
-    source = RasterSource(raster.file_to_read, rotated=raster.is_rotated, policy=raster.policy,
-                          trusted=raster.trusted)
-    try:
+    if source is not None:
+        if source.read_path != raster.file_to_read:
+            raise ValueError(
+                f"source reads {str(source.read_path)!r} but raster {raster.name!r} reads "
+                f"{str(raster.file_to_read)!r}; pass catalog.source(raster.raster_id)"
+            )
         with source.handle(purpose) as handle:
             yield handle, source
+        return
+    own = RasterSource(raster.file_to_read, rotated=raster.is_rotated, policy=raster.policy,
+                       trusted=raster.trusted)
+    try:
+        with own.handle(purpose) as handle:
+            yield handle, own
     finally:
-        source.close()
+        own.close()
 
 
 def inside_output_range(offset: float, step: float, size_in: int, size_out: int) -> tuple[int, int]:

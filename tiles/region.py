@@ -3,7 +3,8 @@
 The geometry (any GeoJSON geometry, a Feature, or a shapely geometry) is densified in its own
 CRS, reprojected vertex by vertex into the raster CRS, mapped to raster pixels with the inverse
 geotransform (exact for rotated/skewed transforms) and bounded by whole pixels. Points become
-squares of ``point_size_m`` metres on the ground (``point_size_px`` pixels in pixel space).
+squares of ``point_size_m`` metres on the ground (``point_size_px`` pixels in pixel space;
+:func:`point_square`).
 The window is clipped to the raster; a region that misses the raster entirely raises
 RegionOutsideError naming the raster's lon/lat bounds.
 
@@ -21,11 +22,11 @@ import numpy as np
 import shapely
 from pyproj import CRS as ProjCRS
 from rasterio.windows import Window
-from shapely.geometry import Point, box, shape
+from shapely.geometry import Point, Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
 
 from tiles.crs import LONLAT_CRS, ground_square_lonlat, parse_crs, transform_xy
-from tiles.errors import GeometryError, RegionOutsideError, UnsupportedCRSError
+from tiles.errors import GeometryError, NotGeoreferencedError, RegionOutsideError
 from tiles.pixelspace import LEAFLET_SIMPLE, PIXEL, PIXEL_SPACES, geometry_leaflet_simple_to_px
 from tiles.raster import Raster
 from tiles.types import CRSLike
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_POINT_SIZE_M",
     "DEFAULT_POINT_SIZE_PX",
     "as_geometry",
+    "point_square",
     "region_window",
 ]
 
@@ -132,7 +134,7 @@ def region_window(
         cols, rows = _pixel_vertices(geom, point_size_px)
     else:
         if not raster.georeferenced:
-            raise UnsupportedCRSError(
+            raise NotGeoreferencedError(
                 f"raster {raster.name!r} is not georeferenced, so a region in "
                 f"{geometry_crs!r:.60} cannot be placed on it; pass pixel coordinates with "
                 f"geometry_crs='{PIXEL}' (or '{LEAFLET_SIMPLE}' for shapes drawn on the "
@@ -142,12 +144,41 @@ def region_window(
     return _clipped_window(raster, cols, rows, geom, geometry_crs)
 
 
+def point_square(
+    x: float,
+    y: float,
+    geometry_crs: CRSLike | None = LONLAT_CRS,
+    *,
+    point_size_m: float = DEFAULT_POINT_SIZE_M,
+    point_size_px: float = DEFAULT_POINT_SIZE_PX,
+) -> Polygon:
+    """The region a clicked point (x, y) stands for, in the point's own coordinates
+    (``geometry_crs`` as for :func:`region_window`): a square of ``point_size_px`` pixels in a
+    pixel space, else of ``point_size_m`` metres on the ground (densified; lon/lat for
+    EPSG:4326). :func:`region_window` reads the same square for a point."""
+    if _pixel_space(geometry_crs) is not None:
+        return _pixel_square(x, y, point_size_px)
+    crs = parse_crs(geometry_crs)
+    if crs == parse_crs(LONLAT_CRS):
+        if not (math.isfinite(point_size_m) and point_size_m > 0):
+            raise GeometryError(f"point_size_m must be > 0 metres, got {point_size_m!r}")
+        return ground_square_lonlat(float(x), float(y), point_size_m)
+    xs, ys = _ground_square(Point(x, y), crs, crs, point_size_m)
+    return Polygon(zip(xs, ys, strict=True))
+
+
+def _pixel_square(x: float, y: float, size_px: float) -> Polygon:
+    if not (math.isfinite(size_px) and size_px > 0):
+        raise GeometryError(f"point_size_px must be > 0 pixels, got {size_px!r}")
+    half = size_px / 2
+    return box(x - half, y - half, x + half, y + half)
+
+
 def _pixel_vertices(geom: BaseGeometry, point_size_px: float) -> tuple[np.ndarray, np.ndarray]:
     if not (math.isfinite(point_size_px) and point_size_px > 0):
         raise GeometryError(f"point_size_px must be > 0 pixels, got {point_size_px!r}")
-    half = point_size_px / 2
     coords = [
-        shapely.get_coordinates(box(p.x - half, p.y - half, p.x + half, p.y + half))
+        shapely.get_coordinates(_pixel_square(p.x, p.y, point_size_px))
         if isinstance(p, Point) else shapely.get_coordinates(p)
         for p in _parts(geom)
     ]
@@ -163,7 +194,7 @@ def _crs_vertices(
     xs, ys = [], []
     for part in _parts(geom):
         if isinstance(part, Point):
-            x_crs, y_crs = _point_square_in_raster_crs(part, geom_crs, raster_crs, point_size_m)
+            x_crs, y_crs = _ground_square(part, geom_crs, raster_crs, point_size_m)
         else:
             xy = _densified_coords(part)
             x_crs, y_crs = (xy[:, 0], xy[:, 1]) if same_crs else transform_xy(
@@ -177,16 +208,16 @@ def _crs_vertices(
     return ~raster.transform @ (x_all, y_all)
 
 
-def _point_square_in_raster_crs(
-    point: Point, point_crs: ProjCRS, raster_crs: ProjCRS, size_m: float
+def _ground_square(
+    point: Point, point_crs: ProjCRS, target_crs: ProjCRS, size_m: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A ground square of ``size_m`` metres around ``point``, vertices in the raster CRS."""
+    """A ground square of ``size_m`` metres around ``point``, vertices in ``target_crs``."""
     if not (math.isfinite(size_m) and size_m > 0):
         raise GeometryError(f"point_size_m must be > 0 metres, got {size_m!r}")
     lon, lat = transform_xy(point_crs, LONLAT_CRS, np.array([point.x]), np.array([point.y]))
     square = ground_square_lonlat(float(lon[0]), float(lat[0]), size_m)
     xy = shapely.get_coordinates(square)
-    return transform_xy(LONLAT_CRS, raster_crs, xy[:, 0], xy[:, 1])
+    return transform_xy(LONLAT_CRS, target_crs, xy[:, 0], xy[:, 1])
 
 
 def _clipped_window(

@@ -1,10 +1,10 @@
 """Map tiles as PNG bytes: Web Mercator XYZ tiles (rio-tiler) and pixel-space tiles.
 
 :func:`render_tile` serves ``/tiles/{raster_id}/{z}/{x}/{y}.png`` for georeferenced rasters:
-rio-tiler reads the tile in EPSG:3857 (WebMercatorQuad) from the raster's pooled dataset, bands
-are picked by preset/color interpretation, non-uint8 data is stretched with the raster's cached
-2-98 % percentiles, and nodata/alpha/masked pixels become transparent. Tiles that miss the raster
-are fully transparent PNGs, not errors.
+rio-tiler reads the tile in EPSG:3857 (WebMercatorQuad) from the raster's pooled datasets
+(``source=``, the catalog's), bands are picked by preset/color interpretation, non-uint8 data is
+stretched with the raster's cached 2-98 % percentiles, and nodata/alpha/masked pixels become
+transparent. Tiles that miss the raster are fully transparent PNGs, not errors.
 
 :func:`render_pixel_tile` serves the pixel-space pyramid of non-georeferenced images (Leaflet
 ``CRS.Simple``), defined in :mod:`tiles.pixelspace`.
@@ -27,6 +27,7 @@ from tiles.pixelspace import pixel_tile_scheme
 from tiles.presets import select_bands
 from tiles.raster import Raster
 from tiles.reading import raster_handle, read_display_rgb
+from tiles.source import RasterSource
 
 __all__ = [
     "MAX_ZOOM",
@@ -98,10 +99,13 @@ def tile_intersects(raster: Raster, z: int, x: int, y: int) -> bool:
 
 
 def render_tile(
-    raster: Raster, z: int, x: int, y: int, *, preset: str | None = None, tilesize: int = 256
+    raster: Raster, z: int, x: int, y: int, *, preset: str | None = None, tilesize: int = 256,
+    source: RasterSource | None = None,
 ) -> bytes:
     """PNG of Web Mercator tile (z, x, y) of a georeferenced raster (RGBA, transparent where
-    there is no data). Raises TileError for bad indexes or a raster without georeferencing."""
+    there is no data). ``source``: the raster's open datasets (``catalog.source(raster_id)``;
+    None opens the file for this call). Raises TileError for bad indexes or a raster without
+    georeferencing."""
     _check_tile(z, x, y, tilesize, MAX_ZOOM)
     if x >= 2**z or y >= 2**z:
         raise TileError(f"tile x/y must be < 2**z = {2**z} at zoom {z}, got x={x}, y={y}")
@@ -114,12 +118,12 @@ def render_tile(
     rect = _tile_pixel_rect(raster, z, x, y, tilesize)
     if rect is None:
         return transparent_png(tilesize)
-    with raster_handle(raster, f"map tile {z}/{x}/{y}") as (handle, source):
+    with raster_handle(raster, f"map tile {z}/{x}/{y}", source=source) as (handle, pool):
         reader = handle.tile_reader()
         image = _read_tile_part(reader, z, x, y, tilesize, rect, selection.indexes)
-        stats = (display_stats(handle, source, raster, selection)
+        stats = (display_stats(handle, pool, raster, selection)
                  if needs_stretch(raster, selection) and not selection.palette else None)
-        lut = palette_lut(handle, source, selection.indexes[0]) if selection.palette else None
+        lut = palette_lut(handle, pool, selection.indexes[0]) if selection.palette else None
     i0, i1, j0, j1 = rect
     rgb = np.zeros((tilesize, tilesize, 3), "uint8")
     alpha = np.zeros((tilesize, tilesize), "uint8")
@@ -179,18 +183,20 @@ def _read_tile_part(reader, z: int, x: int, y: int, tilesize: int,
 
 
 def render_pixel_tile(
-    raster: Raster, z: int, x: int, y: int, *, preset: str | None = None, tilesize: int = 256
+    raster: Raster, z: int, x: int, y: int, *, preset: str | None = None, tilesize: int = 256,
+    source: RasterSource | None = None,
 ) -> bytes:
     """PNG of pixel-space tile (z, x, y) (scheme in :mod:`tiles.pixelspace`); any raster works,
-    georeferenced or not, since pixel space ignores the CRS."""
+    georeferenced or not, since pixel space ignores the CRS. ``source`` as for
+    :func:`render_tile`."""
     scheme = pixel_tile_scheme(raster.width, raster.height, tilesize)
     _check_tile(z, x, y, tilesize, scheme.max_zoom)
     selection = select_bands(raster, preset)
     window = scheme.tile_window(z, x, y)
     if window.col_off >= raster.width or window.row_off >= raster.height:
         return transparent_png(tilesize)
-    with raster_handle(raster, f"pixel-space tile {z}/{x}/{y}") as (handle, source):
+    with raster_handle(raster, f"pixel-space tile {z}/{x}/{y}", source=source) as (handle, pool):
         rgb, valid = read_display_rgb(
-            handle, source, raster, selection, window, (tilesize, tilesize), Resampling.nearest
+            handle, pool, raster, selection, window, (tilesize, tilesize), Resampling.nearest
         )
     return encode_png(rgb, np.where(valid, 255, 0).astype("uint8"))

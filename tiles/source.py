@@ -11,6 +11,10 @@ window maths assume north-up; GDAL's warper resolves the rotation exactly).
 
 The source also caches values computed once per raster (display statistics).
 
+The :class:`tiles.catalog.Catalog` owns one source per raster id (``catalog.source(raster_id)``);
+reads take it as ``source=`` (:func:`tiles.reading.raster_handle`). A :class:`tiles.raster.Raster`
+never holds one.
+
 Handles are opened under the raster's :class:`tiles.opening.OpenPolicy`, and every checkout runs
 inside its GDAL environment (:func:`tiles.opening.gdal_env`: no network unless allowed; VRT
 sources are opened lazily, at read time). A read that GDAL cannot do (a truncated or corrupt

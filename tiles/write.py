@@ -2,14 +2,11 @@
 
 Arrays are (H, W) for one band, or (bands, H, W) / (H, W, bands) with ``layout`` saying which
 (inferred when unambiguous). ``cog=True`` writes a Cloud-Optimized GeoTIFF through GDAL's COG
-driver (tiled, with overviews). Writes are atomic: a temp file in the target directory, then
-``os.replace``.
+driver (tiled, with overviews). Writes are atomic (:func:`tiles.atomic.atomic_path`).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +19,7 @@ from affine import Affine
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from tiles.atomic import atomic_path
 from tiles.crs import parse_crs
 from tiles.errors import RasterWriteError
 from tiles.types import CRSLike, PathLikeStr
@@ -84,27 +82,16 @@ def write_raster(
     path = Path(path)
     data = as_chw(array, layout)
     profile = _profile(data, crs, transform, nodata, tiled, blocksize, compress, driver)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
+        with atomic_path(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if cog:
                 _write_cog(tmp, data, profile, colorinterp, descriptions, compress)
             else:
                 _write_plain(tmp, data, profile, colorinterp, descriptions, overviews)
-        os.replace(tmp, path)
     except (RasterioError, OSError, ValueError) as exc:
-        _remove_quietly(tmp)
         raise RasterWriteError(f"cannot write raster {str(path)!r}: {exc}") from exc
     return path
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:  # the directory itself is unusable; nothing was written
-        pass
 
 
 def _profile(data: np.ndarray, crs: Any, transform: Affine | None, nodata: float | None,

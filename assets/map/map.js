@@ -315,9 +315,10 @@ function renderResults() {
   });
   const shown = state.results.shown || 0, total = state.results.total || 0;
   if (state.resultsNote) {
-    state.resultsNote.style.display = total > shown ? "" : "none";
+    state.resultsNote.style.display = total > shown || state.results.total_is_lower_bound ? "" : "none";
+    const more = state.results.total_is_lower_bound ? "+" : "";
     state.resultsNote.textContent = "Showing the newest " + shown.toLocaleString() + " of " + total.toLocaleString() +
-      " results in view; zoom in to see the others.";
+      more + " results in view; zoom in to see the others.";
   }
   element.dataset.resultLayers = String(features.length);
   element.dataset.resultsShown = String(shown);

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.boxes import BOX_CONVENTIONS
 from engine.data.formats import load_dataset
 from engine.data.instructions import Sample
 from engine.errors import ConfigError, DataFormatError
@@ -153,7 +154,8 @@ def retrieval_key(sample: Sample) -> str:
 
 def target_text(sample: Sample, prompts: PromptSet, crop_size, model_size) -> str:
     """The answer the model learns: grounding boxes in the prompt set's box convention
-    (datasets store the 0-1000 grid, which is ``grid1000`` as is), else the sample's answer."""
-    if sample.task is Task.GROUND and prompts.box_format_name != "grid1000":
+    (datasets store the 0-1000 grid, which is the ``paper`` convention as is), else the sample's
+    answer."""
+    if sample.task is Task.GROUND and prompts.box_format is not BOX_CONVENTIONS["paper"]:
         return prompts.box_format.format_answer(list(sample.boxes_px), crop_size, model_size)
     return sample.answer

@@ -224,7 +224,7 @@ def test_results_table_pages_and_filters(engine_services):
     value = handlers.map_update(engine_services, geo.raster_id, None, selected=selected,
                                 focus_result=selected[0])
     assert value["focus"]["space"] == "lonlat" and value["focus"]["seq"] == 1
-    (s, w), (n, e) = value["focus"]["bounds"]
+    (_, w), (n, _) = value["focus"]["bounds"]
     assert w == pytest.approx(15.0) and n == pytest.approx(45.001)
     assert "results" not in value and value["results_seq"] == engine_services.store.version
     assert len(json.dumps(value)) < 5000  # the map value does not grow with the history
@@ -288,9 +288,92 @@ def test_each_analyst_deletes_and_clears_only_their_own(engine_services):
 
 
 def test_close_raster_keeps_its_results(engine_services):
-    geo, plain = _ids(engine_services)
+    _, plain = _ids(engine_services)
     list(handlers.ask(engine_services, AskRequest(plain.raster_id, Task.CAPTION)))
     assert handlers.close_raster(engine_services, plain.raster_id).startswith("Closed photo.png")
     assert plain.raster_id not in engine_services.catalog and len(engine_services.store) == 1
     with pytest.raises(UserInputError, match="no raster is selected"):
         handlers.close_raster(engine_services, None)
+
+
+# -- untrusted files through the app -------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["file", "url"])
+def test_a_vrt_disguised_as_tif_is_refused_for_upload_and_path(services, tmp_path, kind):
+    """The attack of issue 18: `x.tif` that is VRT XML pointing at a server file, or at a URL.
+    Upload and open-by-path refuse it, nothing is fetched, and the upload is not kept."""
+    from tests.tiles.http_recorder import RequestRecorder
+    from tests.tiles.rasters import vrt_raw
+    from tiles import RasterFormatError
+
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 200)
+    with RequestRecorder(tmp_path) as server:
+        source = str(secret) if kind == "file" else "/vsicurl/" + server.url("secret.bin")
+        evil = vrt_raw(tmp_path / "x.tif", source)
+        with pytest.raises(RasterFormatError, match="VRT"):
+            handlers.open_raster_upload(services, str(evil))
+        assert not (services.uploads_dir / "x.tif").exists()
+        with pytest.raises(RasterFormatError, match="--trusted-dir"):
+            handlers.open_raster_path(services, str(evil))
+        assert server.requests() == []
+    assert all(r.path.name != "x.tif" for r in services.catalog_list())
+
+
+def test_open_by_path_off_loopback_stays_in_the_data_folders(tmp_path, geo_tif):
+    """Served to the network: typed paths open only inside --data-dir folders (symlinks are
+    resolved first); without any, only uploads can be opened."""
+    import shutil
+
+    from app.config import Auth
+    from app.services import open_services
+    from tests.app.conftest import make_launch
+    from tiles import RasterAccessError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    inside = shutil.copy(geo_tif, data / "inside.tif")
+    outside = shutil.copy(geo_tif, tmp_path / "outside.tif")
+    (data / "link.tif").symlink_to(outside)
+    launch = make_launch(tmp_path / "ws", rasters=(geo_tif,), host="0.0.0.0", logins=(Auth("ana", "pw"),),
+                         data_dirs=(data.resolve(),))
+    svc = open_services(launch)
+    try:
+        assert svc.raster(handlers.open_raster_path(svc, str(inside))).name == "inside.tif"
+        for path in (outside, data / "link.tif"):
+            with pytest.raises(RasterAccessError, match="--data-dir"):
+                handlers.open_raster_path(svc, str(path))
+        assert svc.raster(handlers.open_raster_upload(svc, str(outside))).name == "outside.tif"
+    finally:
+        svc.close()
+    bare = open_services(make_launch(tmp_path / "ws2", rasters=(geo_tif,), host="0.0.0.0",
+                                     logins=(Auth("ana", "pw"),)))
+    try:
+        with pytest.raises(RasterAccessError):
+            handlers.open_raster_path(bare, str(inside))
+    finally:
+        bare.close()
+
+
+def test_raster_ids_survive_a_restart(tmp_path, geo_tif, plain_png):
+    """A raster opened in the UI comes back under the same id after a restart, so an open tab's
+    map keeps working; a closed raster stays closed."""
+    from app.services import open_services
+    from tests.app.conftest import make_launch
+
+    launch = make_launch(tmp_path / "ws", rasters=(geo_tif,))
+    first = open_services(launch)
+    geo_id = first.opened_ids[0]
+    uploaded = handlers.open_raster_upload(first, str(plain_png))
+    first.close()
+    second = open_services(launch)
+    try:
+        assert second.opened_ids == [geo_id] and uploaded in second.catalog
+        assert second.render_tile(uploaded, 0, 0, 0, None)[:4] == b"\x89PNG"
+        handlers.close_raster(second, uploaded)
+    finally:
+        second.close()
+    third = open_services(launch)
+    try:
+        assert uploaded not in third.catalog and geo_id in third.catalog
+    finally:
+        third.close()

@@ -8,7 +8,14 @@ import threading
 
 import pytest
 
-from app.results import LEGACY_FILENAME, RESULTS_FILENAME, ResultBox, ResultQuery, ResultRecord, ResultsStore
+from app.results import (
+    LEGACY_FILENAME,
+    RESULTS_FILENAME,
+    ResultBox,
+    ResultQuery,
+    ResultRecord,
+    ResultsStore,
+)
 
 SQUARE = {"type": "Polygon", "coordinates": [[[15.0, 45.0], [15.01, 45.0], [15.01, 45.01], [15.0, 45.01], [15.0, 45.0]]]}
 WINDOW = {"col_off": 1, "row_off": 2, "width": 30, "height": 40}
@@ -141,7 +148,8 @@ def test_pages_filters_and_views(tmp_path):
     assert capped.total == 120 and capped.shown == 5
     assert [f["properties"]["answer"] for f in capped.features] == [f"a{i}" for i in range(115, 120)]
     assert store.in_view((0.0, 0.0, 20.0, 50.0), "pixel").total == 0
-    space, (x0, y0, x1, y1) = store.bounds(page.rows[0].result_id)
+    assert not capped.total_is_lower_bound
+    space, (x0, _, _, y1) = store.bounds(page.rows[0].result_id)
     assert space == "lonlat" and x0 == pytest.approx(11.19) and y1 == pytest.approx(45.001)
 
 
@@ -168,3 +176,17 @@ def test_record_validation_messages():
         record(window={"col_off": 0})
     with pytest.raises(ValueError, match="finite"):
         ResultBox(SQUARE, score=float("nan"))
+
+
+def test_a_view_over_thousands_counts_to_a_cap_and_shows_the_newest(tmp_path, monkeypatch):
+    from app import results
+
+    monkeypatch.setattr(results, "_VIEW_SCAN_FROM", 30)
+    store = ResultsStore(tmp_path / RESULTS_FILENAME)
+    store.append_many(_at(10 + i * 0.001, 45.0, answer=f"a{i}") for i in range(100))
+    view = store.in_view((0.0, 0.0, 20.0, 50.0), "lonlat", limit=7)
+    assert view.total == 30 and view.total_is_lower_bound and view.shown == 7
+    assert [f["properties"]["answer"] for f in view.features] == [f"a{i}" for i in range(93, 100)]
+    assert store.page(ResultQuery()).total == 100  # the table's count stays exact
+    store.delete([store.summaries()[0].result_id])
+    assert store.page(ResultQuery()).total == 99 == len(store)

@@ -202,7 +202,7 @@ def test_results_route_serves_the_view_without_server_paths(services):
 
 
 def test_several_logins_and_throttled_failures(services, monkeypatch):
-    import app.server as server
+    from app import server
 
     delays = []
 

@@ -69,7 +69,8 @@ def test_ten_concurrent_requests_complete_in_order_while_tiles_load(tmp_path, e2
             event_ids = []
             busy.set()
             for i in range(N_REQUESTS):
-                body = {"data": [raster_id, "auto", "Ask", f"question {i}", "", {}, None, None, None],
+                body = {"data": [raster_id, "auto", "Ask", f"question {i}", "", {}, None, None, None, 0,
+                                 "All rasters", "All tasks"],
                         "fn_index": ask_dep["id"], "session_hash": session}
                 response = client.post(f"{app.url}/gradio_api/queue/join", json=body)
                 assert response.status_code == 200, response.text
@@ -86,8 +87,10 @@ def test_ten_concurrent_requests_complete_in_order_while_tiles_load(tmp_path, e2
     assert started == event_ids  # one at a time, first come first served
     assert [m["event_id"] for m in completed] == event_ids
     assert all(m["success"] for m in completed), [m.get("output") for m in completed if not m["success"]]
-    # ... and the results were stored in that order
-    questions = [s.question for s in app.services.store.summaries()]
+    # ... and the results were stored in that order (read back from the workspace's store on disk)
+    from app.results import RESULTS_FILENAME, ResultsStore
+
+    questions = [s.question for s in ResultsStore(tmp_path / "ws" / RESULTS_FILENAME).summaries()]
     assert questions == [f"question {i}" for i in range(N_REQUESTS)]
     # tiles kept loading while the engine queue was busy, every one of them fine
     assert loader.fetched and all(status == 200 for status, _ in loader.fetched)

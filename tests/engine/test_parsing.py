@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from engine.boxes import BOX_CONVENTIONS
 from engine.errors import ConfigError
-from engine.parsing import BOX_FORMATS, box_format, match_label, normalise_label
+from engine.parsing import box_format, match_label, normalise_label
 from engine.types import BoxPx
 from tests.engine.tiny import cached_tiny_model_dir, random_image
 
@@ -30,7 +31,7 @@ def test_grid1000_boxes_labels_and_angles():
 def test_grid1000_clips_and_drops_bad_boxes_with_warnings(caplog):
     text = "a: [-50, 100, 1200, 500]; b: [300, 300, 300, 900]; c: [1, 2, 3]; "
     text += "d: [9, 9, 1, 1]; e: [x, y]"
-    with caplog.at_level(logging.WARNING, logger="engine.parsing"):
+    with caplog.at_level(logging.WARNING, logger="engine.boxes"):
         boxes = GRID.parse(text, CROP, CROP)
     assert [(b.label, b.xyxy) for b in boxes] == [("a", (0.0, 33.3, 500.0, 166.5))]
     messages = " ".join(r.getMessage() for r in caplog.records)
@@ -42,7 +43,7 @@ def test_qwen_json_boxes_are_rescaled_from_the_resized_image():
         '```json\n[{"bbox_2d": [56, 28, 112, 84], "label": "tank"}, '
         '{"bbox_2d": [0, 0, 10, 10], "label": "car", "score": 0.5}]\n```'
     )
-    boxes = QWEN.parse(text, crop_size=(500, 333), model_size=(224, 140))
+    boxes = QWEN.parse(text, crop_size=(500, 333), model_input_size=(224, 140))
     assert boxes[0].label == "tank"
     assert boxes[0].xyxy == pytest.approx(
         (56 * 500 / 224, 28 * 333 / 140, 112 * 500 / 224, 84 * 333 / 140)
@@ -133,7 +134,7 @@ def test_encode_then_parse_round_trips(box, model_w, model_h):
 @settings(max_examples=100, deadline=None)
 def test_format_answer_then_parse_keeps_boxes_and_labels(boxes, labels):
     given_boxes = [BoxPx(*b, label=label) for b, label in zip(boxes, labels)]
-    for fmt in BOX_FORMATS.values():
+    for fmt in BOX_CONVENTIONS.values():
         parsed = fmt.parse(fmt.format_answer(given_boxes, CROP, (448, 308)), CROP, (448, 308))
         assert [p.label for p in parsed] == [b.label for b in given_boxes]
 
@@ -170,7 +171,7 @@ junk = st.one_of(
 )
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_parser_never_raises_and_returns_valid_boxes(text, crop_w, crop_h, model_w, model_h):
-    for fmt in BOX_FORMATS.values():
+    for fmt in BOX_CONVENTIONS.values():
         for box in fmt.parse(text, (crop_w, crop_h), (model_w, model_h)):
             assert 0 <= box.x0 < box.x1 <= crop_w and 0 <= box.y0 < box.y1 <= crop_h
 

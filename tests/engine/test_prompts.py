@@ -35,9 +35,9 @@ def test_every_task_renders(backbone, mode):
 
 
 def test_box_conventions_per_mode():
-    assert load_prompt_set("qwen2.5-vl", "zero_shot").box_format.name == "qwen_pixels"
-    assert load_prompt_set("qwen2.5-vl", "adapter").box_format.name == "grid1000"
-    assert load_prompt_set("paper", "adapter").box_format.name == "grid1000"
+    assert load_prompt_set("qwen2.5-vl", "zero_shot").box_format.name == "qwen2.5-vl"
+    assert load_prompt_set("qwen2.5-vl", "adapter").box_format.name == "paper"
+    assert load_prompt_set("paper", "adapter").box_format.name == "paper"
     assert prompt_mode(True) == "adapter" and prompt_mode(False) == "zero_shot"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,22 +35,41 @@ def test_unknown_id_lists_open_ids(catalog, rasters):
 
 def test_close_releases_datasets(catalog, rasters):
     raster_id = catalog.open(rasters["utm_rgb"])
-    raster = catalog.get(raster_id)
-    tiles.read_crop(raster, rasterio.windows.Window(0, 0, 32, 32))
-    assert raster.source.open_handles == 1
+    raster, source = catalog.get(raster_id), catalog.source(raster_id)
+    tiles.read_crop(raster, rasterio.windows.Window(0, 0, 32, 32), source=source)
+    assert source.open_handles == 1
     catalog.close(raster_id)
-    assert raster.source.closed and raster.source.open_handles == 0
-    with pytest.raises(tiles.UnknownRasterError):
-        catalog.get(raster_id)
+    assert source.closed and source.open_handles == 0
+    for lookup in (catalog.get, catalog.source, catalog.close):
+        with pytest.raises(tiles.UnknownRasterError):
+            lookup(raster_id)
     with pytest.raises(tiles.RasterOpenError, match="was closed"):
-        tiles.read_crop(raster, rasterio.windows.Window(0, 0, 32, 32))
-    with pytest.raises(tiles.UnknownRasterError):
-        catalog.close(raster_id)
+        tiles.read_crop(raster, rasterio.windows.Window(0, 0, 32, 32), source=source)
+    # the raster is a value: without the catalog's pool a read opens the file for the call
+    assert tiles.read_crop(raster, rasterio.windows.Window(0, 0, 32, 32)).image.shape == (32, 32, 3)
+
+
+def test_rasters_are_values_without_open_files(catalog, rasters):
+    raster = catalog.get(catalog.open(rasters["utm_rgb"]))
+    bare = tiles.open_raster(rasters["utm_rgb"])
+    assert not hasattr(raster, "source")
+    assert dataclasses.replace(bare, raster_id=raster.raster_id) == raster
+    assert hash(dataclasses.replace(bare, raster_id=raster.raster_id)) == hash(raster)
+    assert len({raster, catalog.get(raster.raster_id)}) == 1
+
+
+def test_a_source_of_another_raster_is_refused(catalog, rasters):
+    raster = catalog.get(catalog.open(rasters["utm_rgb"]))
+    other = catalog.source(catalog.open(rasters["nodata_rgb"]))
+    with pytest.raises(ValueError, match="catalog.source"):
+        tiles.read_crop(raster, rasterio.windows.Window(0, 0, 32, 32), source=other)
+    with pytest.raises(ValueError, match="catalog.source"):
+        tiles.render_tile(raster, 14, *tile_pixel_of(15.03, 47.83, 14)[:2], source=other)
 
 
 def test_context_manager_closes_all(tmp_path, rasters):
     with tiles.Catalog(tmp_path) as cat:
-        sources = [cat.get(cat.open(rasters[n])).source for n in ("utm_rgb", "nodata_rgb")]
+        sources = [cat.source(cat.open(rasters[n])) for n in ("utm_rgb", "nodata_rgb")]
     assert all(s.closed for s in sources) and len(cat) == 0
 
 
@@ -60,15 +80,17 @@ def test_bad_path_is_not_registered(catalog, rasters):
 
 
 def test_datasets_are_reused_across_calls(catalog, rasters):
-    raster = catalog.get(catalog.open(rasters["utm_rgb"]))
+    raster_id = catalog.open(rasters["utm_rgb"])
+    raster, source = catalog.get(raster_id), catalog.source(raster_id)
     for _ in range(5):
-        tiles.read_crop(raster, rasterio.windows.Window(0, 0, 64, 64))
-        tiles.render_tile(raster, 14, *tile_pixel_of(15.03, 47.83, 14)[:2])
-    assert raster.source.open_handles == 1  # one thread -> one handle, never reopened
+        tiles.read_crop(raster, rasterio.windows.Window(0, 0, 64, 64), source=source)
+        tiles.render_tile(raster, 14, *tile_pixel_of(15.03, 47.83, 14)[:2], source=source)
+    assert source.open_handles == 1  # one thread -> one handle, never reopened
 
 
 def test_concurrent_tiles_and_crops_match_serial(catalog, rasters):
-    raster = catalog.get(catalog.open(rasters["utm_rgb"]))
+    raster_id = catalog.open(rasters["utm_rgb"])
+    raster, source = catalog.get(raster_id), catalog.source(raster_id)
     west, south, east, north = raster.bounds_lonlat
     jobs = [(z, *tile_pixel_of(lon, lat, z)[:2])
             for z in (13, 15, 16)
@@ -79,14 +101,15 @@ def test_concurrent_tiles_and_crops_match_serial(catalog, rasters):
     crop_serial = tiles.read_crop(raster, window).image
 
     def work(job):
-        return tiles.render_tile(raster, *job), tiles.read_crop(raster, window).image
+        return (tiles.render_tile(raster, *job, source=source),
+                tiles.read_crop(raster, window, source=source).image)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(work, jobs * 3))
     for (png, crop), expected in zip(results, serial * 3, strict=True):
         assert np.array_equal(decode_png(png), decode_png(expected))
         assert np.array_equal(crop, crop_serial)
-    assert 1 <= raster.source.open_handles <= 4  # at most one handle per concurrent thread
+    assert 1 <= source.open_handles <= 4  # at most one handle per concurrent thread
 
 
 def test_large_striped_raster_gets_cached_cog(tmp_path, rasters):

@@ -101,7 +101,7 @@ def test_unserialisable_property():
 def test_pixel_results_are_marked_and_kept_apart(rasters, tmp_path):
     raster = tiles.open_raster(rasters["plain_png"])
     crop = tiles.read_crop(raster, Window(0, 0, 300, 200))
-    polygon = tiles.boxes_to_lonlat(crop, [(10, 10, 50, 30)])[0]
+    polygon = tiles.boxes_to_raster_px(crop, [(10, 10, 50, 30)])[0]
     feature = tiles.to_feature(polygon, {"label": "plane"}, coordinate_space="pixel",
                                image=crop.image_name)
     assert feature["properties"] == {"label": "plane", "coordinate_space": "pixel",

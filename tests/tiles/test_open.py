@@ -26,7 +26,7 @@ def test_utm_metadata(rasters):
     assert raster.colorinterp == ("red", "green", "blue")
     assert raster.overviews == (2, 4)
     assert raster.georeferenced and raster.tiled and not raster.is_rotated
-    assert raster.raster_id is None and raster.source is None
+    assert raster.raster_id is None
 
 
 def test_multiband_metadata(rasters):

@@ -107,6 +107,25 @@ def test_point_in_raster_crs(rasters):
     assert window == Window(95, 95, 10, 10)
 
 
+def test_point_square_is_the_square_region_window_reads(rasters):
+    raster = tiles.open_raster(rasters["utm_rgb"])
+    lon, lat = raster_px_to_lonlat(rasters["utm_rgb"], 150, 150)
+    square = tiles.point_square(lon, lat, point_size_m=100.0)
+    area, _ = Geod(ellps="WGS84").geometry_area_perimeter(square)
+    assert abs(area) == pytest.approx(100.0 * 100.0, rel=1e-3)
+    assert tiles.region_window(raster, square) == tiles.region_window(
+        raster, Point(lon, lat), point_size_m=100.0)
+    x, y = raster.transform @ (100, 100)
+    in_crs = tiles.point_square(x, y, raster.crs, point_size_m=100.0)
+    assert in_crs.bounds == pytest.approx((x - 50, y - 50, x + 50, y + 50), abs=0.5)
+    assert tiles.point_square(100, 100, "pixel", point_size_px=20).bounds == (90, 90, 110, 110)
+    assert tiles.point_square(100, -100, "leaflet-simple", point_size_px=20).bounds \
+        == (90, -110, 110, -90)
+    for bad in ({"point_size_m": 0.0}, {"point_size_px": -1.0, "geometry_crs": "pixel"}):
+        with pytest.raises(tiles.GeometryError, match="point_size"):
+            tiles.point_square(lon, lat, **bad)
+
+
 def test_geographic_raster_accepts_unwrapped_longitudes(rasters):
     raster = tiles.open_raster(rasters["geographic_rgb"])
     inside = box(13.25, 52.5, 13.3, 52.55)
