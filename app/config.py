@@ -27,6 +27,10 @@ flag                   environment             meaning
 --point-size-m M       GEOLENS_POINT_SIZE_M    ground size a clicked point asks about (demo model: 64 m)
 --max-crop-px N        GEOLENS_MAX_CROP_PX     longest side of the image handed to the model
 --no-basemaps          GEOLENS_BASEMAPS=0      hide the optional online basemaps entirely
+--api-base URL         GEOLENS_API_BASE        an OpenAI-compatible endpoint (``.../v1``) instead of --model
+--api-model NAME       GEOLENS_API_MODEL       the model name that endpoint serves (required with --api-base)
+--api-key-env VAR      GEOLENS_API_KEY_ENV     environment variable holding the endpoint's API key
+--box-format FAMILY    GEOLENS_BOX_FORMAT      box convention of the remote model (``engine.boxes``)
 =====================  ======================  =============================================
 """
 
@@ -44,9 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import AppConfigError
+from engine.boxes import BOX_CONVENTIONS
 from engine.config import BACKBONE_NAMES, EngineConfig, RetrievalConfig
 from engine.config import DEVICES as ENGINE_DEVICES
 from engine.errors import EngineError
+from engine.remote import RemoteConfig
 
 __all__ = [
     "BACKBONES",
@@ -70,6 +76,7 @@ BACKBONES = BACKBONE_NAMES
 DEVICES = ENGINE_DEVICES
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+REMOTE_BOX_FORMATS = (*BOX_CONVENTIONS, "qwen3.5", "glm-v")  # names and aliases (engine.boxes)
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ class ModelSpec:
     kb: Path | None = None
     device: str = "auto"
     is_demo: bool = False
+    remote: RemoteConfig | None = None  # --api-base: the model runs at an OpenAI-compatible endpoint
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -200,11 +208,14 @@ class LaunchConfig:
 
     app: AppConfig
     model: ModelSpec
-    engine: EngineConfig | None
+    engine: EngineConfig | RemoteConfig | None
 
 
-def engine_config_for(spec: ModelSpec) -> EngineConfig | None:
-    """``engine.EngineConfig`` for the requested model; None when no model is named."""
+def engine_config_for(spec: ModelSpec) -> EngineConfig | RemoteConfig | None:
+    """``engine.EngineConfig`` for the requested model (``RemoteConfig`` with --api-base); None
+    when no model is named."""
+    if spec.remote is not None:
+        return spec.remote
     if spec.model is None:
         return None
     try:
@@ -261,6 +272,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--point-size-m", type=float, metavar="M", help="ground size asked about for a clicked point (default: 100; 64 with the demo model)")
     p.add_argument("--max-crop-px", type=int, metavar="N", help="longest side of the crop sent to the model (default: 1024)")
     p.add_argument("--no-basemaps", action="store_true", default=None, help="do not offer online basemaps at all")
+    p.add_argument("--api-base", metavar="URL", help="use the model at this OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama, LM Studio, python -m engine.serve), e.g. http://127.0.0.1:8000/v1, instead of loading one")
+    p.add_argument("--api-model", metavar="NAME", help="the model name the --api-base endpoint serves (GET /v1/models lists them)")
+    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the --api-base endpoint's API key")
+    p.add_argument("--box-format", choices=REMOTE_BOX_FORMATS, help="how the remote model writes boxes: qwen2.5-vl (pixels of its resized image), qwen3-vl (Qwen3-VL, Qwen3.5, GLM-V: 0-1000 relative), paper (GeoLens adapter); default qwen2.5-vl")
     return p
 
 
@@ -283,6 +298,11 @@ class _Env:
         except ValueError:
             raise AppConfigError(f"{ENV_PREFIX}{name}={value!r} is not a valid {kind.__name__}") from None
 
+    def outside(self, var: str) -> str | None:
+        """A variable outside the ``GEOLENS_`` prefix that a flag names (an API key)."""
+        value = self._environ.get(var, "").strip()
+        return value or None
+
     def flag(self, name: str) -> bool | None:
         value = self.text(name)
         if value is None:
@@ -296,8 +316,37 @@ def _first(*values):
     return next((v for v in values if v is not None), None)
 
 
+def _remote_config(args: argparse.Namespace, env: _Env) -> RemoteConfig | None:
+    """The remote model of --api-base (None without it); the API key is read here, at the edge."""
+    api_base = _first(args.api_base, env.text("API_BASE"))
+    if api_base is None:
+        return None
+    api_model = _first(args.api_model, env.text("API_MODEL"))
+    if api_model is None:
+        raise AppConfigError(f"--api-base {api_base} needs --api-model NAME: the model name that endpoint "
+                             f"serves (GET {api_base.rstrip('/')}/models lists them)")
+    key_env = _first(args.api_key_env, env.text("API_KEY_ENV"))
+    key = env.outside(key_env) if key_env else None
+    if key_env and key is None:
+        raise AppConfigError(f"--api-key-env {key_env}: that environment variable is unset or empty; "
+                             "export it with the endpoint's API key")
+    try:
+        return RemoteConfig(api_base=api_base.rstrip("/"), api_model=api_model, api_key_env=key_env,
+                            box_format=_first(args.box_format, env.text("BOX_FORMAT"), "qwen2.5-vl"),
+                            api_key=key)
+    except EngineError as exc:
+        raise AppConfigError(f"invalid remote model settings: {exc}") from exc
+
+
 def _model_spec(args: argparse.Namespace, env: _Env, demo_manifest: Path | None) -> ModelSpec:
     model = _first(args.model, env.text("MODEL"))
+    remote = _remote_config(args, env)
+    if remote is not None:
+        if model is not None:
+            raise AppConfigError("--model and --api-base both name a model: use --model PATH to run one "
+                                 "in this process, or --api-base URL --api-model NAME for a served one")
+        return ModelSpec(model=remote.api_model, device=_first(args.device, env.text("DEVICE"), "auto"),
+                         remote=remote)
     is_demo = model is None and demo_manifest is not None
     adapter = _first(args.adapter, env.text("ADAPTER"))
     kb = _first(args.kb, env.text("KB"))
@@ -363,7 +412,10 @@ def parse_launch_config(
         max_answer_tokens=_first(args.max_answer_tokens, env.number("MAX_ANSWER_TOKENS", int)),
     )
     engine = engine_config_for(spec)
-    if engine is not None and app.max_answer_tokens is not None:
+    if isinstance(engine, RemoteConfig) and app.max_answer_tokens is not None:
+        engine = dataclasses.replace(engine, max_tokens=app.max_answer_tokens)
+        spec = dataclasses.replace(spec, remote=engine)
+    if isinstance(engine, EngineConfig) and app.max_answer_tokens is not None:
         engine = dataclasses.replace(engine, generation=dataclasses.replace(
             engine.generation, max_new_tokens=app.max_answer_tokens))
     return LaunchConfig(app=app, model=spec, engine=engine)

@@ -20,6 +20,7 @@ from app.results import RESULTS_FILENAME, ResultsStore
 if TYPE_CHECKING:
     from engine.config import EngineConfig
     from engine.engine import Engine
+    from engine.remote import RemoteConfig, RemoteEngine
     from tiles import Catalog, Raster
 
 __all__ = ["CATALOG_STATE", "AppServices", "ModelStatus", "load_engine", "model_status_for", "open_policy",
@@ -45,12 +46,17 @@ NO_MODEL_LINE = (
 )
 
 
-def model_status_for(spec: ModelSpec, engine: Engine | None, error: str | None = None) -> ModelStatus:
+def model_status_for(spec: ModelSpec, engine: Engine | RemoteEngine | None, error: str | None = None) -> ModelStatus:
     """The status of the model after trying to load ``spec`` (``error``: why loading failed)."""
     if engine is None:
         if error is not None:
             return ModelStatus(line=f"Model not loaded ({error}). {NO_MODEL_LINE}", loaded=False)
         return ModelStatus(line=NO_MODEL_LINE, loaded=False)
+    from engine.remote import RemoteEngine
+
+    if isinstance(engine, RemoteEngine):
+        return ModelStatus(line=f"Model {engine.model_name} at {engine.endpoint}", loaded=True,
+                           name=engine.model_name)
     device = str(engine.placement.device)
     adapter = engine.adapter_name
     if spec.is_demo:
@@ -64,11 +70,18 @@ def model_status_for(spec: ModelSpec, engine: Engine | None, error: str | None =
                        is_demo=spec.is_demo)
 
 
-def load_engine(spec: ModelSpec, engine_config: EngineConfig | None) -> tuple[Engine | None, ModelStatus]:
-    """Load the one engine of this process. A demo model that fails to load leaves the app
-    running without a model; a model the analyst named raises its ``EngineError``."""
+def load_engine(spec: ModelSpec, engine_config: EngineConfig | RemoteConfig | None
+                ) -> tuple[Engine | RemoteEngine | None, ModelStatus]:
+    """Load the one engine of this process (with a ``RemoteConfig``: connect to the endpoint,
+    checking that it serves the model). A demo model that fails to load leaves the app running
+    without a model; a model the analyst named raises its ``EngineError``."""
     if engine_config is None:
         return None, model_status_for(spec, None)
+    from engine.remote import RemoteConfig, RemoteEngine
+
+    if isinstance(engine_config, RemoteConfig):  # errors (unreachable, unknown model) name the URL
+        engine = RemoteEngine.connect(engine_config)
+        return engine, model_status_for(spec, engine)
     from engine import EngineError
     from engine.engine import Engine
 
@@ -91,7 +104,7 @@ class AppServices:
     """Catalog + results store + engine + workspace folders of one running app."""
 
     def __init__(self, config: AppConfig, catalog: Catalog, store: ResultsStore,
-                 engine: Engine | None, model_status: ModelStatus,
+                 engine: Engine | RemoteEngine | None, model_status: ModelStatus,
                  basemaps: tuple[Basemap, ...] = (), demo: DemoRaster | None = None) -> None:
         self.config = config
         self.catalog = catalog
@@ -202,7 +215,7 @@ def open_policy(config: AppConfig):
                       allow_network=config.allow_network_rasters)
 
 
-def open_services(launch: LaunchConfig, *, engine: Engine | None = None,
+def open_services(launch: LaunchConfig, *, engine: Engine | RemoteEngine | None = None,
                   model_status: ModelStatus | None = None) -> AppServices:
     """Workspace, catalog (with the configured or demo rasters), results store, engine.
 

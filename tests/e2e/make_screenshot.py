@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
             page.goto(server.url)
             page.wait_for_function("() => window.geolens && document.querySelectorAll('.leaflet-tile-loaded').length > 3",
                                    timeout=60_000)

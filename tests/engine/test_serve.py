@@ -412,6 +412,9 @@ def test_a_client_that_leaves_stops_the_generation():
             break
         await events.aclose()
 
-    asyncio.run(leave_after_one())
+    # In a thread of its own: a sync Playwright session earlier in the suite leaves an event loop
+    # running in the main thread, where asyncio.run() refuses to start another.
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        runner.submit(asyncio.run, leave_after_one()).result(timeout=60)
     time.sleep(0.3)
     assert len(produced) < 20
