@@ -190,3 +190,43 @@ def test_a_view_over_thousands_counts_to_a_cap_and_shows_the_newest(tmp_path, mo
     assert store.page(ResultQuery()).total == 100  # the table's count stays exact
     store.delete([store.summaries()[0].result_id])
     assert store.page(ResultQuery()).total == 99 == len(store)
+
+
+_WRITER = r"""
+import sys
+sys.path.insert(0, sys.argv[2])
+from app.results import ResultsStore
+from tests.app.test_results import record
+store = ResultsStore(sys.argv[1])
+i = 0
+while True:
+    rec = record(f"answer {i}", boxes=3)
+    store.append(rec)
+    print(rec.result_id, flush=True)  # printed only after the answer is committed
+    i += 1
+"""
+
+
+def test_sigkill_mid_write_never_loses_a_saved_answer(tmp_path):
+    """Six SIGKILLs of a process that stores answers as fast as it can: every answer it reported
+    saved is there after each kill, and the database stays readable."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[2])
+    path = tmp_path / RESULTS_FILENAME
+    saved: list[str] = []
+    for kill in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), repo], stdout=subprocess.PIPE, text=True)
+        reported = [proc.stdout.readline().strip() for _ in range(5 + 3 * kill)]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        saved += reported
+        store = ResultsStore(path)
+        assert store.recovery_notice is None
+        stored = {s.result_id for s in store.summaries()}
+        assert set(saved) <= stored, f"kill {kill}: lost {set(saved) - stored}"
+        assert store._read("PRAGMA integrity_check")[0][0] == "ok"
+        store.close()
