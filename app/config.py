@@ -8,7 +8,7 @@ flag                   environment             meaning
 =====================  ======================  =============================================
 --raster PATH (rep.)   GEOLENS_RASTER          rasters to open (env: separated by ``os.pathsep``)
 --model PATH_OR_NAME   GEOLENS_MODEL           model directory or hub name
---backbone NAME        GEOLENS_BACKBONE        ``paper`` or ``qwen2.5-vl``
+--backbone NAME        GEOLENS_BACKBONE        ``paper``, ``qwen2.5-vl`` or ``qwen3-vl``
 --adapter PATH         GEOLENS_ADAPTER         trained adapter (prompter, experts, LoRA)
 --kb DIR               GEOLENS_KB              semantic knowledge base folder
 --workspace DIR        GEOLENS_WORKSPACE       results, uploads, caches (default ./workspace)

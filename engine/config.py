@@ -32,11 +32,12 @@ __all__ = [
 ]
 
 # Registry of backbone names (implementations live in engine.model.backbones, imported lazily).
-BACKBONE_NAMES = ("paper", "qwen2.5-vl")
+BACKBONE_NAMES = ("paper", "qwen2.5-vl", "qwen3-vl")
 
 # Default weights per backbone: names resolve through the normal from_pretrained cache.
 DEFAULT_MODEL_PATHS = {
     "qwen2.5-vl": ("Qwen/Qwen2.5-VL-3B-Instruct", None),
+    "qwen3-vl": ("Qwen/Qwen3-VL-4B-Instruct", None),
     "paper": ("Qwen/Qwen2.5-7B-Instruct", "google/siglip2-so400m-patch14-384"),
 }
 
@@ -245,7 +246,7 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """Image sizing. ``max_pixels``/``min_pixels`` bound Qwen2.5-VL's resize (``None`` = the
+    """Image sizing. ``max_pixels``/``min_pixels`` bound the Qwen-VL resize (``None`` = the
     processor's own); the paper backbone uses its vision tower's fixed size. On CUDA OOM the
     request is retried once with the pixel budget multiplied by ``oom_retry_scale``.
     """

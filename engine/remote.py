@@ -51,7 +51,7 @@ QWEN25VL_MAX_PIXELS = 1280 * 28 * 28  # at most 1280 visual tokens; within every
 _PROMPTS = {
     "paper": ("paper", "adapter"),
     "qwen2.5-vl": ("qwen2.5-vl", "zero_shot"),
-    "qwen3-vl": ("qwen2.5-vl", "zero_shot"),  # same chat wording, boxes on the 0-1000 grid
+    "qwen3-vl": ("qwen3-vl", "zero_shot"),  # its own wording: boxes on the 0-1000 grid
 }
 
 

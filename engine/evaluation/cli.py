@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.config import BACKBONE_NAMES
 from engine.errors import EngineError
 
 __all__ = ["build_parser", "main"]
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="loader option, e.g. image_root=DIR (repeatable)",
     )
     p.add_argument("--model", help="model directory or name (not with --demo)")
-    p.add_argument("--backbone", default="paper", choices=("paper", "qwen2.5-vl"))
+    p.add_argument("--backbone", default="paper", choices=BACKBONE_NAMES)
     p.add_argument("--vision", help="paper backbone: SigLIP directory, if not <model>/vision")
     p.add_argument("--adapter", help="adapter directory written by engine.train")
     p.add_argument("--kb", help="knowledge base directory (engine.retrieval build)")

@@ -3,7 +3,7 @@
 * With ``adapter_path``: the adapter's manifest fixes the architecture (level layers, prompter,
   experts, LoRA, image positions); the base is loaded, checked against the manifest's
   signature, the modules are attached and the weights copied in.
-* ``qwen2.5-vl`` without an adapter: the pretrained model alone (zero-shot).
+* ``qwen2.5-vl`` and ``qwen3-vl`` without an adapter: the pretrained model alone (zero-shot).
 * ``paper`` without an adapter: fresh modules from the config (random projector and prompter:
   the answers are meaningless until trained; a warning says so). Used by training and tests.
 """
@@ -46,7 +46,7 @@ def build_vlm(cfg: EngineConfig, placement: Placement) -> SemanticVLM:
         load_adapter_weights(vlm, cfg.adapter_path)
         return vlm.eval()
     backbone = load_backbone(cfg, placement)
-    if cfg.backbone == "qwen2.5-vl":
+    if backbone.answers_zero_shot:
         return SemanticVLM(backbone).eval()
     logger.warning(
         "backbone 'paper' without an adapter: projector, prompter and experts are untrained, so "

@@ -10,8 +10,9 @@ level 0's N_a tokens first); both are placed with a masked scatter after a count
 (image / text / semantic level k) are computed here and set on the shared
 :class:`engine.model.roles.TokenRoles` before every LLM call, for the expert wrappers to read.
 
-Without a prompter (Qwen2.5-VL zero-shot) the same path runs with no semantic slots: retrieved
-descriptions then travel in the prompt text instead. Training: ``forward(batch)`` with
+Without a prompter (Qwen2.5-VL / Qwen3-VL zero-shot) the same path runs with no semantic slots:
+retrieved descriptions then travel in the prompt text instead. Backbones whose encoder gives
+DeepStack features (Qwen3-VL) get them, with the image slots, in the prefill's LLM call. Training: ``forward(batch)`` with
 ``batch.labels`` returns the next-token loss on the answer tokens only; :meth:`parameter_groups`
 exposes prompter / projector / experts / LoRA / vision for per-group learning rates, and ``llm``
 (the base LLM itself: embeddings, decoder, norm, LM head) for training a small model from scratch.
@@ -27,7 +28,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from engine.config import ExpertConfig, LoraConfig, PrompterConfig
 from engine.errors import EngineError
-from engine.model.backbones.base import Backbone, EncodedImages
+from engine.model.backbones.base import Backbone, Deepstack, EncodedImages
 from engine.model.experts import attach_experts
 from engine.model.inputs import VLMBatch
 from engine.model.lora import attach_lora, lora_parameters
@@ -102,6 +103,11 @@ class SemanticVLM(nn.Module):
     # --- embedding -----------------------------------------------------------------------------
     def embed(self, batch: VLMBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Input embeddings (B, T, D) with image and semantic tokens placed, and roles (B, T)."""
+        embeds, roles, _ = self._embed(batch)
+        return embeds, roles
+
+    def _embed(self, batch: VLMBatch) -> tuple[torch.Tensor, torch.Tensor, Deepstack | None]:
+        """:meth:`embed` plus the DeepStack features of backbones that have them."""
         bb = self.backbone
         ids = batch.input_ids.to(bb.device)
         encoded = bb.encode_image(batch.images, need_levels=self.prompter is not None)
@@ -112,8 +118,12 @@ class SemanticVLM(nn.Module):
         image_tokens = encoded.patch_tokens[encoded.patch_mask]  # (sum N_img, D)
         embeds = embeds.masked_scatter(image_slots[..., None], image_tokens.to(embeds.dtype))
         roles = roles.masked_fill(image_slots, IMAGE)
+        deepstack = None
+        if encoded.deepstack:  # K x (sum N_img, D) in slot order, like the patch tokens
+            features = tuple(f[encoded.patch_mask] for f in encoded.deepstack)
+            deepstack = Deepstack(image_slots, features)
         if self.prompter is None:
-            return embeds, roles
+            return embeds, roles, deepstack
         semantic_slots = ids == bb.semantic_token_id  # (B, T)
         per_row = semantic_slots.sum(dim=1)
         _check_count("semantic", int(per_row.min()), self.num_semantic_tokens)
@@ -123,7 +133,7 @@ class SemanticVLM(nn.Module):
         n_a = self.prompter.num_tokens
         levels = torch.arange(self.num_semantic_tokens, device=ids.device) // n_a  # slot -> level
         roles[semantic_slots] = (SEMANTIC + levels).repeat(len(batch))
-        return embeds, roles
+        return embeds, roles, deepstack
 
     def _prompter_inputs(self, batch: VLMBatch, encoded: EncodedImages) -> PrompterInputs:
         bb, device = self.backbone, self.backbone.device
@@ -139,23 +149,28 @@ class SemanticVLM(nn.Module):
     # --- forward passes --------------------------------------------------------------------------
     def forward(self, batch: VLMBatch) -> CausalLMOutputWithPast:
         """Full forward; with ``batch.labels`` the output has the loss on the answer tokens."""
-        embeds, roles = self.embed(batch)
+        embeds, roles, deepstack = self._embed(batch)
         self.roles.set(roles)
         mask = batch.attention_mask.to(self.backbone.device)
         input_ids = batch.input_ids.to(mask.device)
         positions = self.backbone.position_ids(input_ids, mask, batch.images)
         labels = batch.labels.to(mask.device) if batch.labels is not None else None
-        return self.backbone.lm_forward(embeds, mask, positions, labels=labels)
+        return self.backbone.lm_forward(embeds, mask, positions, labels=labels, deepstack=deepstack)
 
     def prefill(self, batch: VLMBatch, cache) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the prompt into ``cache``; returns last logits (B, V) and next positions (B,)."""
-        embeds, roles = self.embed(batch)
+        embeds, roles, deepstack = self._embed(batch)
         self.roles.set(roles)
         mask = batch.attention_mask.to(self.backbone.device)
         input_ids = batch.input_ids.to(mask.device)
         positions = self.backbone.position_ids(input_ids, mask, batch.images)
         out = self.backbone.lm_forward(
-            embeds, mask, positions, past_key_values=cache, logits_to_keep=1
+            embeds,
+            mask,
+            positions,
+            past_key_values=cache,
+            logits_to_keep=1,
+            deepstack=deepstack,
         )
         row_dims = (0, 2) if positions.ndim == 3 else (1,)  # (3, B, T) M-RoPE or (B, T)
         return out.logits[:, -1], positions.amax(dim=row_dims) + 1

@@ -20,6 +20,10 @@ def backbone_class(name: str) -> type[Backbone]:
         from engine.model.backbones.qwen25vl import Qwen25VLBackbone
 
         return Qwen25VLBackbone
+    if name == "qwen3-vl":
+        from engine.model.backbones.qwen3vl import Qwen3VLBackbone
+
+        return Qwen3VLBackbone
     raise ConfigError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONE_NAMES)}")
 
 

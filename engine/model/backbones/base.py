@@ -21,7 +21,14 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from engine.errors import ConfigError
 
-__all__ = ["IMAGE_TOKEN", "SEMANTIC_TOKEN", "Backbone", "EncodedImages", "ImageBatch"]
+__all__ = [
+    "IMAGE_TOKEN",
+    "SEMANTIC_TOKEN",
+    "Backbone",
+    "Deepstack",
+    "EncodedImages",
+    "ImageBatch",
+]
 
 VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
@@ -56,6 +63,16 @@ class EncodedImages:
     patch_mask: torch.Tensor  # (B, N_img)
     levels: tuple[torch.Tensor, ...]  # L x (B, N_l, D_l) encoder block outputs
     level_mask: torch.Tensor  # (B, N_l)
+    deepstack: tuple[torch.Tensor, ...] = ()  # K x (B, N_img, D): Qwen3-VL DeepStack features
+
+
+@dataclass(frozen=True)
+class Deepstack:
+    """Image features the LLM adds to its hidden states at the image slots after each of its
+    first K decoder layers (Qwen3-VL's DeepStack); prefill only."""
+
+    image_slots: torch.Tensor  # (B, T) bool
+    features: tuple[torch.Tensor, ...]  # K x (sum N_img, D), in slot order
 
 
 class Backbone(nn.Module, abc.ABC):
@@ -67,6 +84,7 @@ class Backbone(nn.Module, abc.ABC):
     level_layers: tuple[int, ...]  # 1-based encoder blocks giving the L level features
     image_token_id: int  # <|image_pad|>: slots for patch tokens
     semantic_token_id: int  # <|vision_pad|>: slots for semantic-augmented tokens
+    answers_zero_shot: bool = False  # a pretrained VLM that answers without adapter modules
 
     @property
     @abc.abstractmethod
@@ -191,8 +209,12 @@ class Backbone(nn.Module, abc.ABC):
         past_key_values=None,
         labels: torch.Tensor | None = None,
         logits_to_keep: int = 0,
+        deepstack: Deepstack | None = None,
     ) -> CausalLMOutputWithPast:
-        """Run the LLM on embeddings (B, T, D); the loss covers label positions != -100."""
+        """Run the LLM on embeddings (B, T, D); the loss covers label positions != -100.
+        ``deepstack`` is only for backbones whose encoder gives DeepStack features."""
+        if deepstack is not None:
+            raise ConfigError(f"the {self.name} backbone has no DeepStack layers")
         return self.causal_lm(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

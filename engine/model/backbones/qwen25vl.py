@@ -33,6 +33,7 @@ __all__ = ["Qwen25VLBackbone"]
 
 class Qwen25VLBackbone(Backbone):
     name = "qwen2.5-vl"
+    answers_zero_shot = True
 
     def __init__(
         self, model: nn.Module, processor, level_layers: tuple[int, ...] | None, cfg: EngineConfig
