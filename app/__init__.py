@@ -12,6 +12,8 @@ Modules, edge to core:
 * :mod:`app.results`   the results store (GeoJSON file in the workspace, atomic writes)
 * :mod:`app.export`    RFC 7946 export (pixel results to a separate, marked file)
 * :mod:`app.demo`      the built-in demo raster / model
+* :mod:`app.scan`      whole-raster search, tile by tile (``python -m app.scan``)
+* :mod:`app.logins`    who is logged in (results per analyst)
 
 Importing ``app`` stays light (no gradio, no torch); import the submodules you need.
 """
