@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +12,7 @@ from engine import Engine, EngineConfig, GenerationConfig
 from engine.errors import ConfigError, InputError, WeightsNotFoundError
 from engine.generation import Final, TextDelta
 from engine.types import Answer, Task
-from tests.engine.tiny import cached_tiny_model_dir, one_torch_thread, random_image  # noqa: F401
+from tests.engine.tiny import cached_tiny_model_dir, make_model_say, one_torch_thread, random_image  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,26 +54,7 @@ def test_every_task_runs_and_parses(engine, task):
 
 
 def _say(engine: Engine, monkeypatch, text: str) -> None:
-    """Make the (random) model say ``text``: the real prefill and decode steps run, and their
-    logits are replaced by ones whose argmax is the next token of ``text``, then <|im_end|>."""
-    backbone = engine.vlm.backbone
-    ids = backbone.tokenizer.encode(text, add_special_tokens=False)
-    script = iter([*ids, backbone.token_id("<|im_end|>")])
-    prefill, decode_step = engine.vlm.prefill, engine.vlm.decode_step
-
-    def forced(logits):
-        out = torch.full_like(logits, -1e4)  # (B, V)
-        out[:, next(script)] = 0.0
-        return out
-
-    def forced_prefill(*args):
-        logits, positions = prefill(*args)
-        return forced(logits), positions
-
-    monkeypatch.setattr(engine.vlm, "prefill", forced_prefill)
-    monkeypatch.setattr(engine.vlm, "decode_step", lambda *args: forced(decode_step(*args)))
-    longer = GenerationConfig(max_new_tokens=96)
-    monkeypatch.setattr(engine, "config", dataclasses.replace(engine.config, generation=longer))
+    make_model_say(engine, monkeypatch, text)
 
 
 def test_the_answer_a_model_gives_becomes_boxes_in_crop_pixels(engine, monkeypatch):
@@ -225,7 +205,6 @@ def test_siglip2_naflex_vision_is_a_clear_error(tmp_path):
 
 
 def test_cuda_without_gpu_is_a_config_error():
-    import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -238,7 +217,6 @@ def test_cuda_without_gpu_is_a_config_error():
 # --- out-of-memory handling, with a CUDA OOM injected into the real vision tower / LLM ---------
 def _inject_oom(module, when):
     """Raise torch.OutOfMemoryError from ``module``'s forward while ``when(args)`` is true."""
-    import torch
 
     def hook(_module, args):
         if when(args):

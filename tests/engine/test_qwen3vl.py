@@ -9,7 +9,6 @@ prompt. The CUDA test (NF4) is marked ``gpu``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.engine.tiny import (  # noqa: F401
     INIT_RANGE,
     QWEN_SPECIAL_TOKENS,
     cached_tiny_model_dir,
+    make_model_say,
     make_tiny_tokenizer,
     one_torch_thread,
     random_image,
@@ -287,25 +287,7 @@ def test_model_size_is_the_processors_resize_in_multiples_of_32(engine):
 
 
 def _say(engine: Engine, monkeypatch, text: str) -> None:
-    """Make the random model say ``text`` (real prefill and decode, logits replaced)."""
-    backbone = engine.vlm.backbone
-    ids = backbone.tokenizer.encode(text, add_special_tokens=False)
-    script = iter([*ids, backbone.token_id("<|im_end|>")])
-    prefill, decode_step = engine.vlm.prefill, engine.vlm.decode_step
-
-    def forced(logits):
-        out = torch.full_like(logits, -1e4)  # (B, V)
-        out[:, next(script)] = 0.0
-        return out
-
-    def forced_prefill(*args):
-        logits, positions = prefill(*args)
-        return forced(logits), positions
-
-    monkeypatch.setattr(engine.vlm, "prefill", forced_prefill)
-    monkeypatch.setattr(engine.vlm, "decode_step", lambda *args: forced(decode_step(*args)))
-    longer = GenerationConfig(max_new_tokens=96)
-    monkeypatch.setattr(engine, "config", dataclasses.replace(engine.config, generation=longer))
+    make_model_say(engine, monkeypatch, text)
 
 
 def test_bbox_2d_on_the_1000_grid_becomes_crop_pixels_on_a_non_square_crop(engine, monkeypatch):

@@ -8,9 +8,7 @@ against a small HTTP server written here (it stands in for a third-party server:
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
-import itertools
 import json
 import socket
 import threading
@@ -19,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from engine import Engine, EngineConfig, GenerationConfig, PrompterConfig
@@ -72,29 +69,10 @@ def remote(served) -> RemoteEngine:
 
 @pytest.fixture()
 def says(engine, monkeypatch):
-    """Make the tiny model say ``text`` (then <|im_end|>) on every request (as test_serve.py)."""
+    """Make the tiny model say ``text`` (then <|im_end|>) on every request."""
+    from tests.engine.tiny import make_model_say
 
-    def make(text: str) -> None:
-        backbone = engine.vlm.backbone
-        ids = backbone.tokenizer.encode(text, add_special_tokens=False)
-        script = itertools.cycle([*ids, backbone.token_id("<|im_end|>")])
-        prefill, decode_step = engine.vlm.prefill, engine.vlm.decode_step
-
-        def forced(logits):
-            out = torch.full_like(logits, -1e4)  # (B, V)
-            out[:, next(script)] = 0.0
-            return out
-
-        def forced_prefill(*args):
-            logits, positions = prefill(*args)
-            return forced(logits), positions
-
-        monkeypatch.setattr(engine.vlm, "prefill", forced_prefill)
-        monkeypatch.setattr(engine.vlm, "decode_step", lambda *a: forced(decode_step(*a)))
-        longer = dataclasses.replace(engine.config, generation=GenerationConfig(max_new_tokens=64))
-        monkeypatch.setattr(engine, "config", longer)
-
-    return make
+    return lambda text: make_model_say(engine, monkeypatch, text, repeat=True, max_new_tokens=64)
 
 
 def same(remote_answer, local_answer) -> None:

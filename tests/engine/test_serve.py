@@ -8,16 +8,13 @@ model is made to say a known answer (its logits are forced, as in test_engine_ru
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
-import itertools
 import json
 import threading
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -146,28 +143,9 @@ def test_answers_equal_engine_run(engine, client, case):
 @pytest.fixture()
 def says(engine, monkeypatch):
     """Make the tiny model say ``text`` (then <|im_end|>) on every request."""
+    from tests.engine.tiny import make_model_say
 
-    def make(text: str) -> None:
-        backbone = engine.vlm.backbone
-        ids = backbone.tokenizer.encode(text, add_special_tokens=False)
-        script = itertools.cycle([*ids, backbone.token_id("<|im_end|>")])
-        prefill, decode_step = engine.vlm.prefill, engine.vlm.decode_step
-
-        def forced(logits):
-            out = torch.full_like(logits, -1e4)  # (B, V)
-            out[:, next(script)] = 0.0
-            return out
-
-        def forced_prefill(*args):
-            logits, positions = prefill(*args)
-            return forced(logits), positions
-
-        monkeypatch.setattr(engine.vlm, "prefill", forced_prefill)
-        monkeypatch.setattr(engine.vlm, "decode_step", lambda *a: forced(decode_step(*a)))
-        longer = dataclasses.replace(engine.config, generation=GenerationConfig(max_new_tokens=64))
-        monkeypatch.setattr(engine, "config", longer)
-
-    return make
+    return lambda text: make_model_say(engine, monkeypatch, text, repeat=True, max_new_tokens=64)
 
 
 def test_boxes_come_back_in_pixels_of_the_sent_image(engine, client, says):

@@ -226,3 +226,34 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def make_model_say(engine, monkeypatch, text: str, *, repeat: bool = False, max_new_tokens: int = 96) -> None:
+    """Make the (random) model of ``engine`` say ``text`` then <|im_end|>: the real prefill and
+    decode steps run, and their logits are replaced by ones whose argmax is the next scripted
+    token. ``repeat``: say it again on every request (servers answering several requests)."""
+    import dataclasses
+    import itertools
+
+    import torch
+
+    from engine.config import GenerationConfig
+
+    backbone = engine.vlm.backbone
+    ids = [*backbone.tokenizer.encode(text, add_special_tokens=False), backbone.token_id("<|im_end|>")]
+    script = itertools.cycle(ids) if repeat else iter(ids)
+    prefill, decode_step = engine.vlm.prefill, engine.vlm.decode_step
+
+    def forced(logits):
+        out = torch.full_like(logits, -1e4)  # (B, V)
+        out[:, next(script)] = 0.0
+        return out
+
+    def forced_prefill(*args):
+        logits, positions = prefill(*args)
+        return forced(logits), positions
+
+    monkeypatch.setattr(engine.vlm, "prefill", forced_prefill)
+    monkeypatch.setattr(engine.vlm, "decode_step", lambda *args: forced(decode_step(*args)))
+    longer = GenerationConfig(max_new_tokens=max_new_tokens)
+    monkeypatch.setattr(engine, "config", dataclasses.replace(engine.config, generation=longer))
