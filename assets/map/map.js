@@ -293,6 +293,8 @@ function scheduleFetch() {
 }
 
 function renderResults() {
+  // Unbind first: a permanent tooltip of a layer removed during a zoom animation can outlive it.
+  state.resultsLayer.eachLayer(l => { if (l.getTooltip && l.getTooltip()) { l.unbindTooltip(); } });
   state.resultsLayer.clearLayers();
   const v = state.value;
   const r = activeRaster(v);

@@ -193,7 +193,9 @@ def test_results_survive_a_server_restart(live, page_and_log):
     open_app(page, app.url, tiles)
     page.wait_for_function("n => window.geolens.resultLayerCount() === n", arg=n_layers, timeout=TIMEOUT_MS)
     label = page.locator(".gl-box-label", has_text="square 0.90")
-    label.wait_for(timeout=TIMEOUT_MS)  # the box is drawn with its label and score
+    label.first.wait_for(timeout=TIMEOUT_MS)  # the box is drawn with its label and score ...
+    page.wait_for_timeout(500)  # ... once, also after the re-renders that follow zooms and fetches
+    assert label.count() == 1, label.count()
     page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length >= n", arg=[ROWS, len(before)],
                            timeout=TIMEOUT_MS)
     assert set(result_rows(page)) == before
