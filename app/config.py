@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import json
 import logging
 import math
@@ -52,6 +51,7 @@ from engine.boxes import BOX_CONVENTIONS
 from engine.config import BACKBONE_NAMES, EngineConfig, RetrievalConfig
 from engine.config import DEVICES as ENGINE_DEVICES
 from engine.errors import EngineError
+from engine.net import is_loopback
 from engine.remote import RemoteConfig
 
 __all__ = [
@@ -232,16 +232,6 @@ def engine_config_for(spec: ModelSpec) -> EngineConfig | RemoteConfig | None:
         )
     except EngineError as exc:
         raise AppConfigError(f"invalid model settings: {exc}") from exc
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1``."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def build_arg_parser() -> argparse.ArgumentParser:

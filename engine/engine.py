@@ -35,6 +35,7 @@ from engine.generation import (
     Reset,
     StreamEvent,
     TextDelta,
+    final_answer,
     generate,
     greedy_steps,
 )
@@ -201,10 +202,10 @@ class Engine:
         labels: Sequence[str] | None = None,
     ) -> Answer:
         """Answer one request; see :meth:`stream` for the arguments."""
-        for event in self.stream(image, task, question, region_px, labels):
-            if isinstance(event, Final):
-                return event.answer
-        raise AssertionError("Engine.stream ended without a Final event")  # pragma: no cover
+        answer = final_answer(self.stream(image, task, question, region_px, labels))
+        if answer is None:  # pragma: no cover
+            raise AssertionError("Engine.stream ended without a Final event")
+        return answer
 
     def stream(
         self,

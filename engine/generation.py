@@ -27,6 +27,7 @@ __all__ = [
     "Reset",
     "StreamEvent",
     "TextDelta",
+    "final_answer",
     "generate",
     "greedy_steps",
 ]
@@ -51,6 +52,14 @@ class Final:
     """The finished answer; always the last event."""
 
     answer: Answer
+
+
+def final_answer(events) -> Answer | None:
+    """The answer of a stream of events (its ``Final``), or None when the stream ends without one."""
+    for event in events:
+        if isinstance(event, Final):
+            return event.answer
+    return None
 
 
 StreamEvent = TextDelta | Reset | Final

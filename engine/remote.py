@@ -190,12 +190,12 @@ class RemoteEngine:
         labels: Sequence[str] | None = None,
     ) -> Answer:
         """Answer one request; see :meth:`stream`."""
-        from engine.generation import Final
+        from engine.generation import final_answer
 
-        for event in self.stream(image, task, question, region_px, labels):
-            if isinstance(event, Final):
-                return event.answer
-        raise RemoteModelError(f"{self.endpoint}: the answer stream ended without an answer")
+        answer = final_answer(self.stream(image, task, question, region_px, labels))
+        if answer is None:
+            raise RemoteModelError(f"{self.endpoint}: the answer stream ended without an answer")
+        return answer
 
     def stream(
         self,

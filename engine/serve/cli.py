@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import sys
@@ -12,19 +11,10 @@ from pathlib import Path
 
 from engine.config import BACKBONE_NAMES
 from engine.errors import EngineError
+from engine.net import is_loopback
 from engine.serve.app import DEFAULT_MAX_REQUEST_BYTES, create_app
 
 __all__ = ["api_key_from", "build_parser", "is_loopback", "load_engine", "main"]
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1``."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # --- command line -------------------------------------------------------------------------------
