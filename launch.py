@@ -2,7 +2,8 @@
 
 Parses flags and ``GEOLENS_*`` environment variables once (``app.config``), opens the rasters
 (or the demo raster), loads the model (or the demo model, or none), and serves the map app at
-http://127.0.0.1:7860 by default. ``python launch.py --help`` lists every flag.
+http://127.0.0.1:7860 by default. ``python launch.py --help`` lists every flag; ``python launch.py
+--check`` prints a diagnostics report (``app.diagnostics``) instead of starting the app.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 # No usage reporting to gradio.app: GeoLens never phones home. Set before gradio is imported.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.config import LaunchConfig, parse_launch_config
+from app.config import LaunchConfig, build_arg_parser, parse_launch_config
 from app.demo import demo_manifest
 from app.errors import AppError
 
@@ -36,6 +37,10 @@ def build_app(launch: LaunchConfig):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app until interrupted; returns the process exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if build_arg_parser().parse_args(argv).check:  # the diagnostics report, not the app
+        from app.diagnostics import main as check_main
+
+        return check_main(argv, os.environ, demo_manifest())
     from engine.errors import EngineError
     from tiles import TilesError
 

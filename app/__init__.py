@@ -9,10 +9,14 @@ Modules, edge to core:
 * :mod:`app.handlers`  every UI action as a plain typed function (tested without a browser)
 * :mod:`app.asking`    drawn region -> crop -> engine -> result record
 * :mod:`app.map_view`  the Leaflet map component (``assets/map``) and its value contract
-* :mod:`app.results`   the results store (GeoJSON file in the workspace, atomic writes)
-* :mod:`app.export`    RFC 7946 export (pixel results to a separate, marked file)
+* :mod:`app.results`   the results store (SQLite in the workspace: history, R*-tree, counts)
+* :mod:`app.export`    GeoJSON (RFC 7946) and GeoPackage export (pixel results kept apart)
 * :mod:`app.demo`      the built-in demo raster / model
-* :mod:`app.scan`      whole-raster search, tile by tile (``python -m app.scan``)
+* :mod:`app.scanning`  whole-scene search core: tiles -> engine -> merged objects, checkpoints
+* :mod:`app.scene_search` the app's tile-by-tile search (progress, Stop, one record)
+* :mod:`app.scan`      ``python -m app.scan`` (batch scans to GeoPackage); :mod:`app.scan_ray` Ray
+* :mod:`app.compare`   two dates: before/after pairs, change questions
+* :mod:`app.diagnostics` ``launch.py --check``
 * :mod:`app.logins`    who is logged in (results per analyst)
 
 Importing ``app`` stays light (no gradio, no torch); import the submodules you need.

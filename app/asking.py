@@ -149,13 +149,18 @@ def stream_answer(engine: Engine, prepared: PreparedCrop, request: AskRequest) -
     """The answer as it is generated: text pieces (``str``), ``None`` when the engine restarts
     the answer (a retry after running out of GPU memory: drop the text so far), and finally the
     :class:`Answer`."""
-    from engine.generation import Final, Reset, TextDelta
-
-    events = engine.stream(
+    return answer_pieces(engine.stream(
         prepared.crop.image, request.task, question=request.question or None,
         region_px=prepared.region_px.xyxy if prepared.region_px is not None else None,
         labels=list(request.labels) or None,
-    )
+    ))
+
+
+def answer_pieces(events: Iterator) -> Iterator[str | None | Answer]:
+    """An engine's stream events as :func:`stream_answer`'s pieces; closing the pieces closes the
+    events (stopping early ends generation now and frees the engine)."""
+    from engine.generation import Final, Reset, TextDelta
+
     try:
         for event in events:
             if isinstance(event, TextDelta):
@@ -165,7 +170,7 @@ def stream_answer(engine: Engine, prepared: PreparedCrop, request: AskRequest) -
             elif isinstance(event, Final):
                 yield event.answer
     finally:
-        events.close()  # stopping early ends generation now and frees the engine
+        events.close()
 
 
 def _boxes(prepared: PreparedCrop, answer: Answer) -> tuple[ResultBox, ...]:

@@ -31,6 +31,7 @@ flag                   environment             meaning
 --api-model NAME       GEOLENS_API_MODEL       the model name that endpoint serves (required with --api-base)
 --api-key-env VAR      GEOLENS_API_KEY_ENV     environment variable holding the endpoint's API key
 --box-format FAMILY    GEOLENS_BOX_FORMAT      box convention of the remote model (``engine.boxes``)
+--check                (none)                  print the diagnostics report (``app.diagnostics``), then exit
 =====================  ======================  =============================================
 """
 
@@ -245,7 +246,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="PATH_OR_NAME", help="model directory or name (default: demo model)")
     p.add_argument("--backbone", choices=BACKBONES, help="model family (default: paper)")
     p.add_argument("--adapter", metavar="PATH", help="trained adapter directory")
-    p.add_argument("--kb", metavar="DIR", help="semantic knowledge base directory")
+    p.add_argument("--kb", metavar="DIR", help="semantic knowledge base directory (with --api-base too: retrieved descriptions go into the prompt)")
     p.add_argument("--workspace", metavar="DIR", help="results, uploads and caches (default: ./workspace)")
     p.add_argument("--host", help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: 7860)")
@@ -265,6 +266,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-base", metavar="URL", help="use the model at this OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama, LM Studio, python -m engine.serve), e.g. http://127.0.0.1:8000/v1, instead of loading one")
     p.add_argument("--api-model", metavar="NAME", help="the model name the --api-base endpoint serves (GET /v1/models lists them)")
     p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the --api-base endpoint's API key")
+    p.add_argument("--check", action="store_true", help="print a diagnostics report (Python, torch/CUDA, bitsandbytes 4-bit kernels, GDAL drivers, retrieval libraries, the model folder's files, the knowledge base, the --api-base endpoint and its models) and exit without starting the app; exit status 1 if any line FAILs")
     p.add_argument("--box-format", choices=REMOTE_BOX_FORMATS, help="how the remote model writes boxes: qwen2.5-vl (pixels of its resized image), qwen3-vl (Qwen3-VL, Qwen3.5, GLM-V: 0-1000 relative), paper (GeoLens adapter); default qwen2.5-vl")
     return p
 
@@ -320,10 +322,12 @@ def _remote_config(args: argparse.Namespace, env: _Env) -> RemoteConfig | None:
     if key_env and key is None:
         raise AppConfigError(f"--api-key-env {key_env}: that environment variable is unset or empty; "
                              "export it with the endpoint's API key")
+    kb = _first(args.kb, env.text("KB"))  # descriptions retrieved here go into the remote prompt
     try:
         return RemoteConfig(api_base=api_base.rstrip("/"), api_model=api_model, api_key_env=key_env,
                             box_format=_first(args.box_format, env.text("BOX_FORMAT"), "qwen2.5-vl"),
-                            api_key=key)
+                            api_key=key,
+                            retrieval=RetrievalConfig(kb_dir=Path(kb).expanduser()) if kb else None)
     except EngineError as exc:
         raise AppConfigError(f"invalid remote model settings: {exc}") from exc
 
@@ -336,7 +340,7 @@ def _model_spec(args: argparse.Namespace, env: _Env, demo_manifest: Path | None)
             raise AppConfigError("--model and --api-base both name a model: use --model PATH to run one "
                                  "in this process, or --api-base URL --api-model NAME for a served one")
         return ModelSpec(model=remote.api_model, device=_first(args.device, env.text("DEVICE"), "auto"),
-                         remote=remote)
+                         kb=remote.retrieval.kb_dir if remote.retrieval else None, remote=remote)
     is_demo = model is None and demo_manifest is not None
     adapter = _first(args.adapter, env.text("ADAPTER"))
     kb = _first(args.kb, env.text("KB"))

@@ -7,11 +7,13 @@ synthetic scenes (rural / urban / industrial / rural, UTM zone 33N) with its obj
 
 Everything about the demo is labelled as a demo in the UI. The demo model is described by
 ``assets/demo/demo.json`` (read by ``engine.demo.manifest``: label, scene classes, region size);
-it is used only when no ``--model`` is given.
+it is used only when no ``--model`` is given. The raster's "before" twin
+(``demo_scene_before.tif``, ``before_raster`` in demo.json) makes the demo pair for two dates.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ __all__ = [
     "DEMO_MANIFEST",
     "DEMO_RASTER",
     "DemoRaster",
+    "demo_before_raster",
     "demo_labels",
     "demo_manifest",
     "ensure_demo_raster",
@@ -60,3 +63,15 @@ def ensure_demo_raster(path: Path = DEMO_RASTER) -> DemoRaster:
             "`python assets/build_demo.py --raster-only`, or start with --raster PATH"
         )
     return DemoRaster(path, "Demo raster (synthetic scene)")
+
+
+def demo_before_raster(manifest: Path | None = None) -> Path | None:
+    """The demo raster's "before" twin (``before_raster`` in ``assets/demo/demo.json``), None
+    when the manifest names none or the file is missing."""
+    manifest = manifest or DEMO_MANIFEST
+    try:
+        name = json.loads(manifest.read_text(encoding="utf-8")).get("before_raster")
+    except (OSError, ValueError):
+        return None
+    path = manifest.parent / str(name) if name else None
+    return path if path is not None and path.is_file() else None

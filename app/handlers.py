@@ -12,7 +12,7 @@ import logging
 import math
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,28 @@ from app.asking import (
     prepare_crop,
     stream_answer,
 )
+from app.compare import (
+    ChangeRequest,
+    build_change_record,
+    is_demo_pair,
+    map_compare,
+    prepare_pair,
+    stream_change,
+)
 from app.errors import NoModelError, UserInputError
+from app.export import EXPORT_FORMATS, export_geopackage
 from app.export import export_results as write_exports
 from app.map_view import drawn_region, map_raster, map_value
 from app.results import ResultQuery, ResultRecord
+from app.scene_search import (
+    ScanUpdate,
+    SceneSearch,
+    build_scan_record,
+    pending_features,
+    scan_interim_answer,
+    scene_search_for,
+    stream_scene_search,
+)
 from app.services import AppServices
 from engine.types import Answer
 
@@ -37,6 +55,7 @@ __all__ = [
     "RESULT_COLUMNS",
     "AskControl",
     "AskProgress",
+    "ask_change",
     "TablePage",
     "ask",
     "clear_results",
@@ -51,6 +70,7 @@ __all__ = [
     "region_summary",
     "results_page",
     "results_rows",
+    "scan_pending",
     "selected_ids",
     "start_open_path",
     "start_open_upload",
@@ -144,10 +164,14 @@ def selected_ids(value: Mapping[str, Any] | None) -> list[str]:
 
 def map_update(services: AppServices, active_id: str | None, preset: str | None,
                previous: Mapping[str, Any] | None = None, *, selected: Sequence[str] | None = None,
-               fit: bool = False, focus_result: str | None = None) -> dict[str, Any]:
+               fit: bool = False, focus_result: str | None = None,
+               pending: Mapping[str, Any] | None = None, before_id: str | None = None) -> dict[str, Any]:
     """The map value for the current rasters; keeps the browser's drawing. Results are not in
     it: the map fetches them from ``/results/features`` when ``results_seq`` changes or it moves.
-    ``focus_result`` zooms the map to that answer."""
+    ``focus_result`` zooms the map to that answer; ``pending`` carries the boxes of a running
+    whole-scene search (:func:`scan_pending`). ``compare`` (two dates, :func:`app.compare.map_compare`)
+    keeps the previous "before" raster, suggests one for a newly shown raster, or takes
+    ``before_id`` (``""``: no comparison)."""
     rasters = [map_raster(r, preset if r.raster_id == active_id else None)
                for r in services.catalog_list()]
     known = {r.id for r in rasters}
@@ -165,9 +189,17 @@ def map_update(services: AppServices, active_id: str | None, preset: str | None,
             seq = int(focus["seq"]) + 1 if focus else 1
             focus = {"space": space, "bounds": [[y0, x0], [y1, x1]] if space == "lonlat" else [[-y1, x0], [-y0, x1]],
                      "seq": seq}
-    return map_value(rasters, active, results_seq=services.store.version, selected=chosen,
-                     basemaps=services.basemaps, point_size_m=services.config.point_size_m,
-                     fit_seq=fit_seq, focus=focus, previous=previous)
+    value = map_value(rasters, active, results_seq=services.store.version, selected=chosen,
+                      basemaps=services.basemaps, point_size_m=services.config.point_size_m,
+                      fit_seq=fit_seq, focus=focus, previous=previous, pending=pending)
+    value["compare"] = map_compare(services, active, previous, before_id)
+    return value
+
+
+def scan_pending(services: AppServices, raster_id: str, update: ScanUpdate) -> dict[str, Any]:
+    """The map's ``pending`` member for a running whole-scene search on ``raster_id``."""
+    features = pending_features(update, services.raster(raster_id).name)
+    return {"raster": raster_id, "space": update.coordinate_space, "features": features}
 
 
 def _parse_bbox(text: str) -> tuple[float, float, float, float]:
@@ -275,12 +307,16 @@ def results_rows(services: AppServices, selected: Sequence[str] = (), owner: str
 @dataclass(frozen=True)
 class AskProgress:
     """One streamed update: the answer so far; ``record`` is set on the last update of a
-    finished answer, ``stopped`` on the last update of one the analyst stopped (not stored)."""
+    finished answer, ``stopped`` on the last update of one the analyst stopped (not stored,
+    ``record`` None). A whole-scene search (:mod:`app.scene_search`) sets ``scan`` on every
+    update (tiles done/total, objects so far, time left); when it is stopped, what was found is
+    stored: its last update has ``record`` and ``stopped`` both set."""
 
     text: str
     evidence: tuple[dict[str, Any], ...] = ()
     record: ResultRecord | None = None
     stopped: bool = False
+    scan: ScanUpdate | None = None
 
 
 def ask(services: AppServices, request: AskRequest,
@@ -290,29 +326,60 @@ def ask(services: AppServices, request: AskRequest,
     ``should_stop`` is polled before the work starts and after every streamed piece; when it
     says so, generation ends at once and the partial answer is not stored. ``owner`` is the
     analyst the result belongs to (several logins), None otherwise.
+
+    "Find objects" and counting questions on a region larger than one model input are searched
+    tile by tile instead (:func:`app.scene_search.scene_search_for` has the rule): updates carry
+    ``scan``, ``should_stop`` is polled before the work starts and before each batch of tiles,
+    and a stopped search stores what it found so far.
     """
-    limit = services.config.max_question_chars
-    if len(request.question or "") > limit:
-        raise UserInputError(f"the question is {len(request.question or ''):,} characters long; the limit is "
-                             f"{limit:,} (--max-question-chars). Shorten it.")
-    if sum(len(label) for label in request.labels) > limit:
-        raise UserInputError(f"the labels are longer than {limit:,} characters together; use fewer or shorter labels")
-    if services.engine is None:
-        raise NoModelError(
-            "no model is loaded, so questions cannot be answered; restart with --model PATH "
-            "(the map, drawing, results and export keep working)"
-        )
+    _check_answerable(services, request.question, request.labels,
+                      keeps="the map, drawing, results and export keep working")
     stop = should_stop or (lambda: False)
     if stop():
         yield AskProgress(text="", stopped=True)
         return
     raster = services.raster(request.raster_id)
+    search = scene_search_for(raster, request, services.engine, max_crop_px=services.config.max_crop_px,
+                              point_size_m=services.config.point_size_m, point_size_px=POINT_SIZE_PX,
+                              recommended_region_m=services.recommended_region_m)
+    if search is not None:
+        yield from _search_scene(services, raster, request, search, stop, owner)
+        return
     prepared = prepare_crop(raster, request, max_crop_px=services.config.max_crop_px,
                             point_size_m=services.config.point_size_m, point_size_px=POINT_SIZE_PX,
                             source=services.catalog.source(request.raster_id))
-    text = ""
-    answer: Answer | None = None
-    pieces = stream_answer(services.engine, prepared, request)
+    answer = yield from _streamed(stream_answer(services.engine, prepared, request), stop)
+    if answer is None:  # stopped: not stored
+        return
+    status = services.model_status
+    demo_on_real = status.is_demo and not services.is_demo_raster(raster)
+    record = build_record(raster, request, prepared, answer, model=status.name or "", adapter=status.adapter,
+                          demo_on_real=demo_on_real)
+    services.store.append(record, owner=owner)
+    log.info("stored result %s (%s, %d boxes)", record.result_id, record.task, len(record.boxes))
+    yield AskProgress(text=record.answer, evidence=evidence_dicts(answer), record=record)
+
+
+def _check_answerable(services: AppServices, question: str | None, labels: Sequence[str] = (),
+                      *, keeps: str) -> None:
+    """Refuse a question over ``--max-question-chars`` or with no model loaded (``keeps``: what
+    still works without a model, for the message)."""
+    limit = services.config.max_question_chars
+    if len(question or "") > limit:
+        raise UserInputError(f"the question is {len(question or ''):,} characters long; the limit is "
+                             f"{limit:,} (--max-question-chars). Shorten it.")
+    if sum(len(label) for label in labels) > limit:
+        raise UserInputError(f"the labels are longer than {limit:,} characters together; use fewer or shorter labels")
+    if services.engine is None:
+        raise NoModelError(f"no model is loaded, so questions cannot be answered; restart with --model PATH ({keeps})")
+
+
+def _streamed(pieces: Iterator[str | None | Answer],
+              stop: Callable[[], bool]) -> Generator[AskProgress, None, Answer | None]:
+    """Stream ``pieces`` (:func:`app.asking.stream_answer`) as updates of the answer so far;
+    returns the final :class:`Answer`, or None when ``stop()`` said so (its last update has
+    ``stopped`` set). ``stop`` is polled after every piece; stopping closes the stream."""
+    text, answer = "", None
     try:
         for piece in pieces:
             if isinstance(piece, Answer):
@@ -321,20 +388,66 @@ def ask(services: AppServices, request: AskRequest,
                 text = "" if piece is None else text + piece
             if stop():
                 yield AskProgress(text=text, stopped=True)
-                return
+                return None
             if answer is None:
                 yield AskProgress(text=text)
     finally:
         pieces.close()
     if answer is None:
         raise RuntimeError("the engine's stream ended without a final Answer")
+    return answer
+
+
+def ask_change(services: AppServices, request: ChangeRequest, should_stop: Callable[[], bool] | None = None,
+               owner: str | None = None) -> Iterator[AskProgress]:
+    """Run one change question (:mod:`app.compare`): read the co-registered pair, stream the
+    engine's answer, store the result (last update, as :func:`ask`; a stopped answer is not
+    stored)."""
+    _check_answerable(services, request.question,
+                      keeps="the map, the comparison view, results and export keep working")
+    stop = should_stop or (lambda: False)
+    if stop():
+        yield AskProgress(text="", stopped=True)
+        return
+    prepared = prepare_pair(services, request)
+    answer = yield from _streamed(stream_change(services.engine, prepared, request), stop)
+    if answer is None:
+        return
+    after, before = services.raster(request.after_id), services.raster(request.before_id)
     status = services.model_status
-    demo_on_real = status.is_demo and not services.is_demo_raster(raster)
-    record = build_record(raster, request, prepared, answer, model=status.name or "", adapter=status.adapter,
-                          demo_on_real=demo_on_real)
+    demo_on_real = status.is_demo and not is_demo_pair(services, before, after)
+    record = build_change_record(request, prepared, answer, after, model=status.name or "",
+                                 adapter=status.adapter, demo_on_real=demo_on_real)
     services.store.append(record, owner=owner)
-    log.info("stored result %s (%s, %d boxes)", record.result_id, record.task, len(record.boxes))
+    log.info("stored change result %s (%s, %s -> %s, %d boxes)", record.result_id, record.task,
+             before.name, after.name, len(record.boxes))
     yield AskProgress(text=record.answer, evidence=evidence_dicts(answer), record=record)
+
+
+def _search_scene(services: AppServices, raster, request: AskRequest, search: SceneSearch,
+                  stop: Callable[[], bool], owner: str | None) -> Iterator[AskProgress]:
+    """A whole-scene search: stream its progress, then store one record (also when stopped)."""
+    source = services.catalog.source(request.raster_id)
+    updates = stream_scene_search(services.engine, raster, search, source=source, should_stop=stop)
+    last = None
+    try:
+        for last in updates:
+            if last.result is None:
+                yield AskProgress(text=scan_interim_answer(last), scan=last)
+    finally:
+        updates.close()
+    if last is None or last.result is None:
+        raise RuntimeError("the whole-scene search ended without a result")
+    status = services.model_status
+    record = build_scan_record(raster, request, search, last.result, model=status.name or "",
+                               adapter=status.adapter, point_size_m=services.config.point_size_m,
+                               point_size_px=POINT_SIZE_PX, source=source,
+                               demo_on_real=status.is_demo and not services.is_demo_raster(raster))
+    services.store.append(record, owner=owner)
+    log.info("stored whole-scene search %s (%d of %d tiles, %d objects%s)", record.result_id,
+             last.result.tiles_done, last.result.tiles_total, last.result.count,
+             ", stopped" if last.result.stopped else "")
+    yield AskProgress(text=record.answer, record=record, stopped=last.result.stopped, scan=last)
 
 
 class AskControl:
@@ -396,13 +509,19 @@ def delete_results(services: AppServices, result_ids: Sequence[str], owner: str 
 
 
 def export_results(services: AppServices, result_ids: Sequence[str] | None = None,
-                   owner: str | None = None) -> tuple[Path, ...]:
-    """GeoJSON file(s) of all results (``None``) or of the given answers, in the workspace."""
+                   owner: str | None = None, fmt: str = "geojson") -> tuple[Path, ...]:
+    """Files of all results (``None``) or of the given answers, in the workspace: GeoJSON
+    (``fmt`` "geojson": lon/lat plus a pixel-space file for plain images) or one GeoPackage
+    (``fmt`` "geopackage": one layer per task and query, see :mod:`app.export`)."""
+    if fmt not in EXPORT_FORMATS:
+        raise UserInputError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if result_ids is not None and not result_ids:
         raise UserInputError("nothing is selected to export: select results, or export all")
     features = services.store.features(result_ids, owner=owner)
     if not features:
         raise UserInputError("there are no results to export yet: ask a question first")
+    if fmt == "geopackage":
+        return (export_geopackage(features, services.exports_dir),)
     return write_exports(features, services.exports_dir)
 
 

@@ -9,7 +9,8 @@ The component's value is one JSON object shared by Python and the browser
   size does not grow with the history), ``selected`` (result ids), ``basemaps``
   (:class:`Basemap` dicts, fetched only when the analyst turns one on), ``point_size_m``,
   ``fit_seq`` (bump it to zoom to the active raster) and ``focus`` (``{space, bounds, seq}``:
-  zoom to one result).
+  zoom to one result), and ``pending`` (``{raster, space, features}`` or null: the boxes a
+  whole-scene search has found so far, drawn until the stored result replaces them).
 * The browser writes ``drawn`` (the region the analyst drew, a GeoJSON Feature, see
   :class:`DrawnRegion`) and ``drawn_seq``; each write fires the component's ``change`` event.
   A result popup's Select button fires the custom event ``result_toggle`` with ``result_id``
@@ -56,8 +57,10 @@ log = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 MAP_ASSETS = {
-    "css": ("vendor/leaflet/leaflet.css", "vendor/leaflet-draw/leaflet.draw.css", "map/map.css"),
-    "js": ("vendor/leaflet/leaflet.js", "vendor/leaflet-draw/leaflet.draw.js"),
+    "css": ("vendor/leaflet/leaflet.css", "vendor/leaflet-draw/leaflet.draw.css",
+            "vendor/leaflet-side-by-side/layout.css", "vendor/leaflet-side-by-side/range.css", "map/map.css"),
+    "js": ("vendor/leaflet/leaflet.js", "vendor/leaflet-draw/leaflet.draw.js",
+           "vendor/leaflet-side-by-side/leaflet-side-by-side.js"),
 }
 DRAWN_SHAPES = ("rectangle", "polygon", "point")
 # Online basemaps offered in the layer switcher, by their name in leafmap's catalog.
@@ -193,6 +196,7 @@ def map_value(
     fit_seq: int = 0,
     focus: Mapping[str, Any] | None = None,
     previous: Mapping[str, Any] | None = None,
+    pending: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The component value Python sends. ``previous`` (the value the browser last sent) keeps
     the analyst's drawing (``drawn``, ``drawn_seq``) so an update never erases it."""
@@ -205,6 +209,7 @@ def map_value(
         "point_size_m": float(point_size_m),
         "fit_seq": int(fit_seq),
         "focus": dict(focus) if focus else None,
+        "pending": dict(pending) if pending else None,
     }
     previous = previous if isinstance(previous, Mapping) else {}
     value["drawn"] = previous.get("drawn")

@@ -88,6 +88,7 @@ class ResultBox:
     geometry: dict[str, Any]
     label: str | None = None
     score: float | None = None
+    tiles: str | None = None  # whole-scene search: the tiles that saw it ("3,4", PlannedTile.index)
 
     def __post_init__(self) -> None:
         _check_geometry(self.geometry, "ResultBox.geometry")
@@ -120,6 +121,13 @@ class ResultRecord:
     evidence: tuple[dict[str, Any], ...] = ()
     whole_raster: bool = False  # asked about the whole raster: the map draws it as an outline
     model_output: str | None = None  # the model's raw text when ``answer`` was rewritten for reading
+    # Whole-scene search (app.scene_search): {"query", "count", "tiles_done", "tiles_total",
+    # "skipped", "stopped", "tile_px", "decimation"}; None for an answer about one crop.
+    scan: Mapping[str, Any] | None = None
+    # Two dates (app.compare): {"before_raster", "after_raster" (file names), "before_date",
+    # "after_date" (ISO dates or None), "before_date_from", "after_date_from" (where each date
+    # was read)}; copied into the properties of every Feature of the answer. None: one raster.
+    change: Mapping[str, Any] | None = None
     result_id: str = field(default_factory=new_result_id)
     created_at: str = field(default_factory=utc_now_iso)
 
@@ -136,7 +144,7 @@ class ResultRecord:
             raise ValueError(f"ResultRecord.score must be finite, got {self.score}")
 
     def _properties(self, kind: str, label: str | None, score: float | None) -> dict[str, Any]:
-        return {
+        props = {
             "result_id": self.result_id,
             "kind": kind,
             "task": self.task,
@@ -153,6 +161,9 @@ class ResultRecord:
             "whole_raster": self.whole_raster,
             "created_at": self.created_at,
         }
+        if self.change is not None:
+            props.update(self.change)
+        return props
 
     def to_features(self) -> list[dict[str, Any]]:
         """The region Feature followed by one Feature per box (ids ``<result_id>-r``, ``-b<i>``)."""
@@ -160,14 +171,19 @@ class ResultRecord:
         region_props["evidence"] = [dict(e) for e in self.evidence]
         if self.model_output is not None:
             region_props["model_output"] = self.model_output
+        if self.scan is not None:
+            region_props["scan"] = dict(self.scan)
         features = [
             {"type": "Feature", "id": f"{self.result_id}-r", "geometry": self.region,
              "properties": region_props}
         ]
         for i, box in enumerate(self.boxes):
+            props = self._properties("box", box.label, box.score)
+            if box.tiles is not None:
+                props["tiles"] = box.tiles
             features.append(
                 {"type": "Feature", "id": f"{self.result_id}-b{i}", "geometry": box.geometry,
-                 "properties": self._properties("box", box.label, box.score)}
+                 "properties": props}
             )
         return features
 

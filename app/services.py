@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import AppConfig, LaunchConfig, ModelSpec
-from app.demo import DemoRaster, ensure_demo_raster
+from app.demo import DemoRaster, demo_before_raster, ensure_demo_raster
 from app.map_view import Basemap, basemap_catalog
 from app.results import RESULTS_FILENAME, ResultsStore
 
@@ -54,10 +54,12 @@ def model_status_for(spec: ModelSpec, engine: Engine | RemoteEngine | None, erro
         return ModelStatus(line=NO_MODEL_LINE, loaded=False)
     from engine.remote import RemoteEngine
 
-    if isinstance(engine, RemoteEngine):
+    if isinstance(engine, RemoteEngine):  # served: the endpoint and the model name
         return ModelStatus(line=f"Model {engine.model_name} at {engine.endpoint}", loaded=True,
                            name=engine.model_name)
-    device = str(engine.placement.device)
+    placement = engine.placement  # where it runs and in which precision, for the header
+    precision = "4-bit NF4" if placement.quantize else str(placement.base_dtype).removeprefix("torch.")
+    device = f"{placement.device}, {precision}"
     adapter = engine.adapter_name
     if spec.is_demo:
         from engine.demo.manifest import read_demo_manifest
@@ -115,6 +117,10 @@ class AppServices:
         self.demo = demo
         self.opened_ids: list[str] = []  # rasters opened at start, first is shown first
         self.notices: list[str] = []  # what the first page should say (rasters not reopened)
+        # Ground side (m) of the model's input it was trained on: the demo model's
+        # ``recommended_region_m``; None for other models (whole-scene search tiles at native
+        # resolution then, see app.scene_search).
+        self.recommended_region_m: float | None = None
 
     @property
     def workspace(self) -> Path:
@@ -215,6 +221,19 @@ def open_policy(config: AppConfig):
                       allow_network=config.allow_network_rasters)
 
 
+def _recommended_region_m(spec: ModelSpec) -> float | None:
+    """The demo model's ``recommended_region_m`` (demo.json), None for other models."""
+    if not spec.is_demo or spec.model is None:
+        return None
+    from engine.demo.manifest import read_demo_manifest
+
+    try:
+        return read_demo_manifest(spec.model).recommended_region_m
+    except Exception:
+        log.warning("demo manifest %s has no usable recommended_region_m", spec.model, exc_info=True)
+        return None
+
+
 def open_services(launch: LaunchConfig, *, engine: Engine | RemoteEngine | None = None,
                   model_status: ModelStatus | None = None) -> AppServices:
     """Workspace, catalog (with the configured or demo rasters), results store, engine.
@@ -231,6 +250,9 @@ def open_services(launch: LaunchConfig, *, engine: Engine | RemoteEngine | None 
     catalog = Catalog(config.workspace / "cache", policy=open_policy(config),
                       state_path=config.workspace / CATALOG_STATE)
     paths = list(config.rasters) or ([demo.path] if demo else [])
+    if demo is not None and not config.rasters:  # the demo pair: its "before" twin (two dates)
+        twin = demo_before_raster()
+        paths += [twin] if twin is not None else []
     try:
         problems = catalog.restore()  # rasters opened before a restart keep their ids
         # The operator's own rasters (command line, demo) are trusted: any GDAL driver.
@@ -247,5 +269,6 @@ def open_services(launch: LaunchConfig, *, engine: Engine | RemoteEngine | None 
                            model_status=model_status, basemaps=basemaps, demo=demo)
     services.opened_ids = opened_ids
     services.notices = [str(p) for p in problems]
+    services.recommended_region_m = _recommended_region_m(launch.model) if engine is not None else None
     services.warm_up()
     return services

@@ -14,17 +14,20 @@ import inspect
 import logging
 import re
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
-from app import handlers
+from app import compare, handlers
 from app.asking import DEFAULT_LABELS, TASK_CHOICES, AskRequest, parse_labels
+from app.compare import ALL_TASK_CHOICES, CHANGE_QUESTION_HINTS, CHANGE_TASK_CHOICES, ChangeRequest
 from app.demo import demo_labels
 from app.errors import AppError
 from app.map_view import build_map, drawn_region
+from app.scene_search import scan_progress_text
 from app.services import AppServices
 from engine.errors import EngineError
 from engine.types import Task
@@ -34,6 +37,9 @@ __all__ = ["ENGINE_CONCURRENCY_ID", "build_blocks", "plain_markdown", "readable_
 log = logging.getLogger(__name__)
 
 ENGINE_CONCURRENCY_ID = "engine"
+# A running whole-scene search sends its boxes to the map at most this often (each map value
+# update costs the browser a re-render; progress lines go out after every batch regardless).
+PENDING_MAP_INTERVAL_S = 1.0
 EVIDENCE_COLUMNS = ["description", "score", "source", "level"]
 _QUESTION_HINTS = {
     Task.ASK: "e.g. Is there a river in this area? How many buildings are there?",
@@ -41,6 +47,7 @@ _QUESTION_HINTS = {
     Task.GROUND: "what to find, e.g. buildings, storage tanks, ships",
     Task.CLASSIFY: "(optional) extra instructions",
     Task.REGION: "a question about the drawn box, e.g. What is inside the box?",
+    **CHANGE_QUESTION_HINTS,
 }
 
 
@@ -119,12 +126,26 @@ def reported(status: gr.components.Component) -> Callable[[Callable], Callable]:
     return deco
 
 
+def _saved_line(progress: handlers.AskProgress) -> str:
+    """The status line once an answer is stored (a whole-scene search says how far it got)."""
+    record = progress.record
+    n_boxes = len(record.boxes)
+    boxes = f" with {n_boxes} box{'es' if n_boxes != 1 else ''}" if n_boxes else ""
+    scan = record.scan
+    if scan is not None and scan.get("stopped"):
+        return (f"Stopped after {scan['tiles_done']} of {scan['tiles_total']} tiles; what was found is "
+                f"saved as result {record.result_id}{boxes}.")
+    if scan is not None:
+        return f"Searched {scan['tiles_total']} tiles; result {record.result_id} saved{boxes}."
+    return f"Answered ({record.task}); result {record.result_id} saved{boxes}."
+
+
 def _evidence_rows(evidence: tuple[dict[str, Any], ...]) -> list[list[Any]]:
     return [[e["text"], e["score"], e["source"], e["level"] or ""] for e in evidence]
 
 
 def _filter_task(name: str | None) -> str | None:
-    return None if name in (None, "", ALL_TASKS) else TASK_CHOICES[name].value
+    return None if name in (None, "", ALL_TASKS) else ALL_TASK_CHOICES[name].value
 
 
 def _filter_raster(value: str | None) -> str | None:
@@ -133,6 +154,12 @@ def _filter_raster(value: str | None) -> str | None:
 
 ALL_RASTERS = "All rasters"
 ALL_TASKS = "All tasks"
+# Export format choices (UI name -> app.export format).
+EXPORT_FORMAT_CHOICES = {"GeoJSON": "geojson", "GeoPackage": "geopackage"}
+
+
+def _export_format(name: str | None) -> str:
+    return EXPORT_FORMAT_CHOICES.get(name or "GeoJSON", "geojson")
 
 
 class _Actions:
@@ -250,7 +277,7 @@ class _Actions:
         return plain_markdown(handlers.region_summary(self.s, raster_id, value))
 
     def task_changed(self, task_name):
-        task = TASK_CHOICES[task_name]
+        task = ALL_TASK_CHOICES[task_name]
         return (gr.Textbox(visible=task is Task.CLASSIFY),
                 gr.Textbox(placeholder=_QUESTION_HINTS[task]))
 
@@ -274,6 +301,10 @@ class _Actions:
             control: handlers.AskControl | None = None, ticket: int | None = None,
             selection: list[str] | None = None, offset=0, raster_filter=None, task_filter=None,
             request: gr.Request = None):
+        if task_name in CHANGE_TASK_CHOICES:  # two dates: app.compare
+            yield from self.ask_change(raster_id, preset, task_name, question, value, control, ticket,
+                                       selection, raster_filter, task_filter, request)
+            return
         try:
             request_ = AskRequest(
                 raster_id=raster_id or "", task=TASK_CHOICES[task_name], question=(question or "").strip() or None,
@@ -283,18 +314,72 @@ class _Actions:
             should_stop = (lambda: control.is_stopped(ticket)) if control is not None else None
             yield "", [], gr.skip(), gr.skip(), "Answering… (queued behind other requests if any)", gr.skip()
             owner = self._owner(request)
-            for progress in handlers.ask(self.s, request_, should_stop, owner=owner):
-                if progress.stopped:
-                    yield progress.text, gr.skip(), gr.skip(), gr.skip(), "Stopped: this answer was not saved.", gr.skip()
-                elif progress.record is None:
-                    yield progress.text, gr.skip(), gr.skip(), gr.skip(), "Answering…", gr.skip()
+            shown, shown_at = None, -PENDING_MAP_INTERVAL_S  # the pending boxes on the map, and when sent
+            try:
+                for progress in handlers.ask(self.s, request_, should_stop, owner=owner):
+                    if progress.record is not None or progress.stopped:
+                        yield self._ended(progress, raster_id, preset, value, selection, raster_filter,
+                                          task_filter, request)
+                    elif progress.scan is not None:  # a whole-scene search: progress + boxes so far
+                        scan = progress.scan
+                        new_value = gr.skip()
+                        if scan.objects != shown and time.monotonic() - shown_at >= PENDING_MAP_INTERVAL_S:
+                            shown, shown_at = scan.objects, time.monotonic()
+                            new_value = handlers.map_update(self.s, raster_id, preset, value, selected=selection or [],
+                                                            pending=handlers.scan_pending(self.s, raster_id, scan))
+                        yield (progress.text, gr.skip(), new_value, gr.skip(),
+                               plain_markdown(scan_progress_text(scan)), gr.skip())
+                    else:
+                        yield progress.text, gr.skip(), gr.skip(), gr.skip(), "Answering…", gr.skip()
+            except Exception:
+                if shown is not None:  # a failed search: take its unsaved boxes off the map
+                    yield (gr.skip(), gr.skip(), handlers.map_update(self.s, raster_id, preset, value,
+                                                                     selected=selection or []),
+                           gr.skip(), gr.skip(), gr.skip())
+                raise
+        finally:
+            if control is not None:
+                control.finish(ticket)
+
+    def _ended(self, progress: handlers.AskProgress, raster_id, preset, value, selection, raster_filter,
+               task_filter, request):
+        """The Ask outputs of a finished answer (stored: new map value, table page, saved line) or of
+        one the analyst stopped (not stored)."""
+        if progress.record is None:
+            return progress.text, gr.skip(), gr.skip(), gr.skip(), "Stopped: this answer was not saved.", gr.skip()
+        new_value = handlers.map_update(self.s, raster_id, preset, value, selected=selection or [])
+        rows, line, _ = self._table(selection, 0, raster_filter, task_filter, request)
+        return progress.text, _evidence_rows(progress.evidence), new_value, rows, _saved_line(progress), line
+
+    # -- two dates (app.compare) ---------------------------------------------------------------
+    def offer_before(self, raster_id, preset, value):
+        """The shown raster changed: offer the overlapping rasters as "before" (the map value
+        already carries the suggested one, see handlers.map_update)."""
+        new_value = handlers.map_update(self.s, raster_id, preset, value)
+        chosen = (new_value.get("compare") or {}).get("before") or compare.NO_BEFORE
+        return (gr.Dropdown(choices=compare.before_choices(self.s, raster_id), value=chosen), new_value,
+                plain_markdown(compare.compare_line(new_value.get("compare"))))
+
+    def compare_changed(self, raster_id, before_id, preset, value):
+        new_value = handlers.map_update(self.s, raster_id, preset, value, before_id=before_id or compare.NO_BEFORE)
+        return new_value, plain_markdown(compare.compare_line(new_value.get("compare")))
+
+    def ask_change(self, raster_id, preset, task_name, question, value, control, ticket, selection,
+                   raster_filter, task_filter, request):
+        try:
+            chosen = value.get("compare") if isinstance(value, dict) else None
+            before_id = chosen.get("before") if isinstance(chosen, dict) and chosen.get("after") == raster_id else None
+            request_ = ChangeRequest(after_id=raster_id or "", before_id=before_id, task=CHANGE_TASK_CHOICES[task_name],
+                                     question=(question or "").strip() or None,
+                                     preset=None if preset in (None, "auto") else preset, region=drawn_region(value))
+            should_stop = (lambda: control.is_stopped(ticket)) if control is not None else None
+            yield "", [], gr.skip(), gr.skip(), "Comparing the two dates… (queued behind other requests if any)", gr.skip()
+            for progress in handlers.ask_change(self.s, request_, should_stop, owner=self._owner(request)):
+                if progress.record is not None or progress.stopped:
+                    yield self._ended(progress, raster_id, preset, value, selection, raster_filter, task_filter,
+                                      request)
                 else:
-                    new_value = handlers.map_update(self.s, raster_id, preset, value, selected=selection or [])
-                    rows, line, _ = self._table(selection, 0, raster_filter, task_filter, request)
-                    n_boxes = len(progress.record.boxes)
-                    done = f"Answered ({progress.record.task}); result {progress.record.result_id} saved"
-                    done += f" with {n_boxes} box{'es' if n_boxes != 1 else ''}." if n_boxes else "."
-                    yield progress.text, _evidence_rows(progress.evidence), new_value, rows, done, line
+                    yield progress.text, gr.skip(), gr.skip(), gr.skip(), "Answering…", gr.skip()
         finally:
             if control is not None:
                 control.finish(ticket)
@@ -332,13 +417,13 @@ class _Actions:
         rows, line, offset = self._table([], offset, raster_filter, task_filter, request)
         return new_value, rows, plain_markdown(message), [], line, offset
 
-    def export_all(self, request: gr.Request = None):
-        paths = handlers.export_results(self.s, None, owner=self._owner(request))
+    def export_all(self, fmt=None, request: gr.Request = None):
+        paths = handlers.export_results(self.s, None, owner=self._owner(request), fmt=_export_format(fmt))
         return [str(p) for p in paths], plain_markdown("Exported all results: " + ", ".join(p.name for p in paths))
 
-    def export_selected(self, selection, request: gr.Request = None):
+    def export_selected(self, selection, fmt=None, request: gr.Request = None):
         chosen = list(selection or [])
-        paths = handlers.export_results(self.s, chosen, owner=self._owner(request))
+        paths = handlers.export_results(self.s, chosen, owner=self._owner(request), fmt=_export_format(fmt))
         return [str(p) for p in paths], plain_markdown(
             f"Exported {len(chosen)} selected result(s): " + ", ".join(p.name for p in paths))
 
@@ -373,6 +458,7 @@ def build_blocks(services: AppServices) -> gr.Blocks:
             with gr.Column(scale=3, min_width=480):
                 the_map = build_map()
                 region_md = gr.Markdown(elem_id="geolens-region")
+                compare_md = gr.Markdown(elem_id="geolens-compare")
             with gr.Column(scale=2, min_width=360, elem_classes="gl-side"):
                 with gr.Row(equal_height=True):
                     # Choices are refreshed per page load; ids are checked by the catalog, so values
@@ -384,6 +470,9 @@ def build_blocks(services: AppServices) -> gr.Blocks:
                                             interactive=True, elem_id="geolens-preset", scale=2, min_width=100)
                     close_btn = gr.Button("Close", size="sm", scale=1, min_width=56,
                                           elem_id="geolens-close-raster")
+                    before_dd = gr.Dropdown(label="Before (compare)", choices=compare.before_choices(services, None),
+                                            value=compare.NO_BEFORE, interactive=True, elem_id="geolens-before",
+                                            scale=4, min_width=140)
                 with gr.Accordion("Open a raster", open=False, elem_id="geolens-open-panel") as open_acc:
                     with gr.Row():
                         path_tb = gr.Textbox(label="Path on this machine", placeholder="/data/scene.tif",
@@ -393,7 +482,7 @@ def build_blocks(services: AppServices) -> gr.Blocks:
                                      file_types=list(handlers.RASTER_SUFFIXES), elem_id="geolens-upload", height=90)
                     cancel_open_btn = gr.Button("Cancel opening", visible=False, size="sm",
                                                 elem_id="geolens-cancel-open")
-                task_radio = gr.Radio(list(TASK_CHOICES), value="Ask", label="Task", elem_id="geolens-task")
+                task_radio = gr.Radio(list(ALL_TASK_CHOICES), value="Ask", label="Task", elem_id="geolens-task")
                 question_tb = gr.Textbox(label="Question", lines=2, placeholder=_QUESTION_HINTS[Task.ASK],
                                          max_length=services.config.max_question_chars, elem_id="geolens-question")
                 labels = demo_labels() if services.model_status.is_demo else DEFAULT_LABELS
@@ -413,7 +502,7 @@ def build_blocks(services: AppServices) -> gr.Blocks:
         with gr.Row(equal_height=True):
             filter_raster = gr.Dropdown(label="Raster", choices=[ALL_RASTERS], value=ALL_RASTERS,
                                         interactive=True, scale=3, elem_id="geolens-filter-raster")
-            filter_task = gr.Dropdown(label="Task", choices=[ALL_TASKS, *TASK_CHOICES], value=ALL_TASKS,
+            filter_task = gr.Dropdown(label="Task", choices=[ALL_TASKS, *ALL_TASK_CHOICES], value=ALL_TASKS,
                                       interactive=True, scale=2, elem_id="geolens-filter-task")
             prev_btn = gr.Button("◀ Newer", size="sm", scale=1, elem_id="geolens-page-prev")
             next_btn = gr.Button("Older ▶", size="sm", scale=1, elem_id="geolens-page-next")
@@ -422,10 +511,12 @@ def build_blocks(services: AppServices) -> gr.Blocks:
                                   elem_id="geolens-results")
         with gr.Row():
             delete_btn = gr.Button("Delete selected", elem_id="geolens-delete")
-            export_sel_btn = gr.Button("Export selected (GeoJSON)", elem_id="geolens-export-selected")
-            export_all_btn = gr.Button("Export all (GeoJSON)", elem_id="geolens-export-all")
+            export_fmt = gr.Radio(list(EXPORT_FORMAT_CHOICES), value="GeoJSON", label="Export as", scale=1,
+                                  elem_id="geolens-export-format")
+            export_sel_btn = gr.Button("Export selected", elem_id="geolens-export-selected")
+            export_all_btn = gr.Button("Export all", elem_id="geolens-export-all")
             clear_btn = gr.Button("Clear all", variant="stop", elem_id="geolens-clear")
-        export_file = gr.File(label="Exported GeoJSON", file_count="multiple", interactive=False,
+        export_file = gr.File(label="Exported files", file_count="multiple", interactive=False,
                               elem_id="geolens-export-file")
         selection = gr.State([])  # result ids this session selected
         offset = gr.State(0)  # first row of the table page shown
@@ -433,24 +524,31 @@ def build_blocks(services: AppServices) -> gr.Blocks:
                  "open_acc": open_acc, "filter_raster": filter_raster, "cancel_open": cancel_open_btn}
 
         light = {"show_progress": "hidden"}
+        # Two dates: after every event that changes the shown raster (page load, choice, open, close)
+        # the overlapping rasters are offered as "before" (app.compare).
+        offer = {"fn": reported(compare_md)(act.offer_before), "inputs": [raster_dd, preset_dd, the_map],
+                 "outputs": [before_dd, the_map, compare_md], **light}
         blocks.load(reported(status_md)(act.load), None,
-                    [raster_dd, the_map, results_df, status_md, filter_raster, page_md])
+                    [raster_dd, the_map, results_df, status_md, filter_raster, page_md]).then(**offer)
         # Only the analyst's own choices trigger these (.input, not .change): programmatic updates
         # (page load, opening a raster) send the map value themselves, so nothing races them.
         raster_dd.input(reported(status_md)(act.raster_changed), [raster_dd, preset_dd, the_map],
-                        [the_map, preset_dd, status_md], **light)
+                        [the_map, preset_dd, status_md], **light).then(**offer)
         preset_dd.input(reported(status_md)(act.preset_changed), [raster_dd, preset_dd, the_map],
                         [the_map, preset_dd, status_md], **light)
         opened = [raster_dd, preset_dd, the_map, status_md, open_acc, filter_raster, cancel_open_btn]
         # Opens run side by side (a big raster's COG copy must not block another analyst's open).
         for trigger in (open_btn.click, path_tb.submit):
             trigger(reported(status_md)(act.open_path), [path_tb, the_map], opened, concurrency_limit=8,
-                    concurrency_id="open")
+                    concurrency_id="open").then(**offer)
         upload.upload(reported(status_md)(act.open_upload), [upload, the_map], opened, concurrency_limit=8,
-                      concurrency_id="open")
+                      concurrency_id="open").then(**offer)
         cancel_open_btn.click(act.cancel_open, None, [status_md, cancel_open_btn], queue=False, **light)
         close_btn.click(reported(status_md)(act.close_raster), [raster_dd, the_map, selection],
-                        [raster_dd, preset_dd, the_map, status_md, filter_raster])
+                        [raster_dd, preset_dd, the_map, status_md, filter_raster]).then(**offer)
+        # The analyst's own "before" choice redraws the comparison.
+        before_dd.input(reported(compare_md)(act.compare_changed), [raster_dd, before_dd, preset_dd, the_map],
+                        [the_map, compare_md], **light)
         the_map.change(reported(region_md)(act.map_changed), [raster_dd, the_map], [region_md],
                        trigger_mode="always_last", **light)
         task_radio.change(readable_errors(act.task_changed), [task_radio], [labels_tb, question_tb], **light)
@@ -488,8 +586,9 @@ def build_blocks(services: AppServices) -> gr.Blocks:
                       [selection, gr.State(0), filter_raster, filter_task], paged, **light)
         delete_btn.click(reported(status_md)(act.delete), [raster_dd, preset_dd, the_map, selection, *table_inputs],
                          [the_map, results_df, status_md, selection, page_md, offset])
-        export_all_btn.click(reported(status_md)(act.export_all), None, [export_file, status_md])
-        export_sel_btn.click(reported(status_md)(act.export_selected), [selection], [export_file, status_md])
+        export_all_btn.click(reported(status_md)(act.export_all), [export_fmt], [export_file, status_md])
+        export_sel_btn.click(reported(status_md)(act.export_selected), [selection, export_fmt],
+                             [export_file, status_md])
         clear_btn.click(reported(status_md)(act.clear), [raster_dd, preset_dd, the_map],
                         [the_map, results_df, status_md, export_file, selection, page_md, offset])
     return blocks

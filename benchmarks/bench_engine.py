@@ -13,10 +13,15 @@ saves each once under ``.bench-cache/`` and loads it through the engine's own lo
   LoRA added as well: ratios against the no-adapter baseline measured in the same run;
 * a batch of 8 448x448 tiles (grounding prompt): TTFT and total decode tokens/s.
 
+``--models qwen3vl-8b`` adds Qwen3-VL-8B-Instruct at its published config (random weights, built
+the same way; zero-shot rows only, as the qwen3-vl backbone runs without the paper's modules);
+``--crop-px`` sets the crop (the issue's comparison is at 1024 px).
+
 Usage::
 
     python benchmarks/bench_engine.py                  # auto: CUDA if available, else CPU tiny
     python benchmarks/bench_engine.py --models 7b --new-tokens 64 --repeats 3 --json out.json
+    python benchmarks/bench_engine.py --models 7b,qwen3vl-8b --crop-px 1024 --batch 0  # GPU
 """
 
 from __future__ import annotations
@@ -50,7 +55,6 @@ from engine.prompts import load_prompt_set
 from engine.types import Task
 
 CACHE = REPO / ".bench-cache"
-CROP_PX = 448
 
 # Qwen2.5-VL-{3B,7B}-Instruct architectures (values from their published config.json files).
 _VISION = {
@@ -88,6 +92,48 @@ FULL_SIZE = {
 }
 
 
+# Qwen3-VL-8B-Instruct (values from its published config.json; DeepStack after ViT blocks 8/16/24).
+QWEN3VL_FULL_SIZE = {
+    "qwen3vl-8b": {
+        "text": {
+            "hidden_size": 4096,
+            "intermediate_size": 12288,
+            "num_hidden_layers": 36,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "vocab_size": 151936,
+            "max_position_embeddings": 262144,
+            "rms_norm_eps": 1e-6,
+            "hidden_act": "silu",
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5e6,
+                "mrope_section": [24, 20, 20],
+                "mrope_interleaved": True,
+            },
+        },
+        "vision": {
+            "depth": 27,
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_heads": 16,
+            "out_hidden_size": 4096,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 2304,
+            "deepstack_visual_indexes": [8, 16, 24],
+            "hidden_act": "gelu_pytorch_tanh",
+        },
+    },
+}
+
+
+def _backbone_of(name: str) -> str:
+    return "qwen3-vl" if name in QWEN3VL_FULL_SIZE else "qwen2.5-vl"
+
+
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
@@ -120,7 +166,7 @@ def main() -> None:
             gc.collect()
             if device == "cuda":
                 torch.cuda.empty_cache()
-    _print(rows, device)
+    _print(rows, device, args.crop_px)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=2))
 
@@ -132,8 +178,9 @@ def _parse() -> argparse.Namespace:
         "--models",
         default="3b,7b",
         type=lambda s: [m for m in s.split(",") if m],
-        help="full-size models on CUDA: 3b,7b",
+        help="full-size models on CUDA: 3b,7b (Qwen2.5-VL), qwen3vl-8b (Qwen3-VL-8B)",
     )
+    p.add_argument("--crop-px", type=int, default=448, help="crop side in pixels (default 448)")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
@@ -163,8 +210,10 @@ def _full_size_dir(name: str) -> Path:
 
     from tests.engine.tiny import CHAT_TEMPLATE, make_tiny_tokenizer
 
+    if name in QWEN3VL_FULL_SIZE:
+        return _qwen3vl_dir(name)
     if name not in FULL_SIZE:
-        raise SystemExit(f"unknown model {name!r}; use {', '.join(FULL_SIZE)}")
+        raise SystemExit(f"unknown model {name!r}; use {', '.join([*FULL_SIZE, *QWEN3VL_FULL_SIZE])}")
     out = CACHE / f"qwen2.5-vl-{name}-random"
     if (out / "config.json").is_file():
         return out
@@ -211,14 +260,72 @@ def _full_size_dir(name: str) -> Path:
     return out
 
 
+def _qwen3vl_config(name: str, tokenizer):
+    """The ``Qwen3VLConfig`` of a :data:`QWEN3VL_FULL_SIZE` model (special token ids of ours)."""
+    from transformers import Qwen3VLConfig
+
+    spec = QWEN3VL_FULL_SIZE[name]
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    }
+    return Qwen3VLConfig(
+        text_config={**spec["text"], "pad_token_id": tokenizer.pad_token_id,
+                     "eos_token_id": tokenizer.eos_token_id},
+        vision_config=dict(spec["vision"]),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def _qwen3vl_dir(name: str) -> Path:
+    """A saved random-weight Qwen3-VL of the named size with its processor (built once)."""
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    from tests.engine.test_qwen3vl import QWEN3_CHAT_TEMPLATE
+    from tests.engine.tiny import make_tiny_tokenizer
+
+    out = CACHE / f"{name}-random"
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = make_tiny_tokenizer()  # ids only matter for the special tokens
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
+    config = _qwen3vl_config(name, tokenizer)
+    print(f"building random {name} in {out} (once)", flush=True)
+    with torch.device("cuda"):
+        model = Qwen3VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    size = {"shortest_edge": 65536, "longest_edge": 16777216}  # the published preprocessor's
+    image = Qwen2VLImageProcessor(
+        size=size, patch_size=16, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    Qwen3VLProcessor(
+        image_processor=image,
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(size=size, patch_size=16, merge_size=2),
+        chat_template=QWEN3_CHAT_TEMPLATE,
+    ).save_pretrained(out)
+    del model
+    torch.cuda.empty_cache()
+    return out
+
+
 # --- measurements ----------------------------------------------------------------------------
 def _bench_model(name: str, model_dir: Path, device: str, quant: str, args) -> list[Row]:
     cfg = EngineConfig(
-        backbone="qwen2.5-vl",
+        backbone=_backbone_of(name),
         model_path=model_dir,
         device=device,
         quant=QuantConfig(mode=quant),
-        image=ImageConfig(max_pixels=CROP_PX * CROP_PX),
+        image=ImageConfig(max_pixels=args.crop_px * args.crop_px),
     )
     placement = resolve_placement(cfg.device, cfg.quant)
     weights = "nf4" if placement.quantize else _DTYPE_NAMES[placement.base_dtype]
@@ -226,6 +333,9 @@ def _bench_model(name: str, model_dir: Path, device: str, quant: str, args) -> l
     rows = []
     vlm = SemanticVLM(backbone).eval()
     rows.append(_measure(vlm, name, weights, "none", args, device))
+    if cfg.backbone == "qwen3-vl":  # zero-shot only: no adapter modules for this family
+        del vlm, backbone
+        return rows
     prompter = PrompterConfig()  # N_a = 144 per level, width = D (paper defaults)
     vlm = SemanticVLM.with_adapter_modules(
         backbone, prompter, ExpertConfig(), None, placement.module_dtype
@@ -241,8 +351,11 @@ def _bench_model(name: str, model_dir: Path, device: str, quant: str, args) -> l
 
 def _measure(vlm, name: str, weights: str, adapter: str, args, device: str, batch: int = 1) -> Row:
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (CROP_PX, CROP_PX, 3), dtype=np.uint8) for _ in range(batch)]
-    prompts = load_prompt_set("qwen2.5-vl", "adapter" if vlm.has_adapter_modules else "zero_shot")
+    crop = args.crop_px
+    images = [rng.integers(0, 256, (crop, crop, 3), dtype=np.uint8) for _ in range(batch)]
+    prompts = load_prompt_set(
+        _backbone_of(name), "adapter" if vlm.has_adapter_modules else "zero_shot"
+    )
     user = prompts.render(Task.GROUND, question="storage tank")
     sample = Sample(
         user_text=user, query_text=user, semantic_texts=("A harbor with storage tanks.",) * 3
@@ -278,8 +391,9 @@ def _run(vlm, images, sample: Sample, new_tokens: int) -> tuple[float, float]:
     return first - start, time.perf_counter() - first
 
 
-def _print(rows: list[Row], device: str) -> None:
-    print(f"\n## engine benchmark ({device}, {CROP_PX}x{CROP_PX} crop)\n")
+def _print(rows: list[Row], device: str, crop_px: int) -> None:
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    print(f"\n## engine benchmark ({device}: {name}, {crop_px}x{crop_px} crop)\n")
     print(
         "| model | weights | adapter | batch | weights MiB | peak VRAM MiB | TTFT s | decode tok/s "
         "| TTFT x | decode x |"

@@ -22,6 +22,15 @@ encoder saw; only pixel conventions need it.
 
 Parsing clips to the crop and drops malformed or degenerate boxes with a logged warning; it never
 raises on model text (hypothesis-fuzzed in ``tests/engine/test_parsing.py``).
+
+Box scores. Given the :class:`TokenTrace` of the generation that wrote the text (the in-process
+engine passes it), :meth:`BoxConvention.parse` gives each box the **geometric mean of the
+probabilities of the tokens that wrote its four coordinate numbers** (every token whose characters
+overlap a number; the angle and the label are not counted). It is the model's own confidence in
+the box's *position*, not a calibrated detection probability: a model sure of where it puts a
+wrong box scores high, and scores of different models are not comparable. It ranks boxes (merging
+across tiles, NMS/WBF) and is in [0, 1]. Without a trace (remote servers), a ``"score"`` or
+``"confidence"`` the model wrote in its JSON is used, else the score is None (unknown).
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ __all__ = [
     "BoxConvention",
     "BoxSyntax",
     "CoordSpace",
+    "FoundBox",
+    "TokenTrace",
     "box_convention",
 ]
 
@@ -62,6 +73,58 @@ _BBOX_2D = re.compile(r"[\"']bbox_2d[\"']\s*:\s*\[([^\[\]]*)\]")
 _LABEL = re.compile(r"[\"']label[\"']\s*:\s*\"((?:[^\"\\]|\\.)*)\"")
 _SCORE = re.compile(rf"[\"'](?:score|confidence)[\"']\s*:\s*({_NUM})")
 _MAX_LABEL_CHARS = 64
+
+
+CharSpan = tuple[int, int]  # (start, end) character offsets into an answer text
+
+
+@dataclass(frozen=True)
+class TokenTrace:
+    """What generated an answer text: per generated token, the probability the model gave it
+    (softmax of that step's logits) and the ``(start, end)`` characters of the text it produced
+    (tokens released together share a range; see :class:`engine.generation.IncrementalDecoder`)."""
+
+    probs: tuple[float, ...]
+    spans: tuple[CharSpan, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.probs) != len(self.spans):
+            raise ValueError(f"{len(self.probs)} probabilities for {len(self.spans)} token spans")
+
+    def tokens_in(self, ranges: Sequence[CharSpan]) -> list[int]:
+        """Indices of the tokens whose characters overlap any of ``ranges`` (each once)."""
+        return [
+            i
+            for i, (start, end) in enumerate(self.spans)
+            if start < end and any(start < r_end and r_start < end for r_start, r_end in ranges)
+        ]
+
+    def score(self, ranges: Sequence[CharSpan]) -> float | None:
+        """Geometric mean of the probabilities of the tokens overlapping ``ranges`` (in [0, 1]);
+        None when no token produced those characters."""
+        probs = [min(max(self.probs[i], 1e-12), 1.0) for i in self.tokens_in(ranges)]
+        if not probs:
+            return None
+        return math.exp(sum(math.log(p) for p in probs) / len(probs))
+
+
+@dataclass(frozen=True)
+class FoundBox:
+    """A candidate box in model text, before conversion: its numbers (None when malformed), label,
+    a score written in the text, the source snippet, and where its pieces are in the text:
+    ``value_spans`` (one per number, coordinates first) and ``label_span``."""
+
+    values: tuple[float, ...] | None
+    label: str | None
+    text_score: float | None
+    source: str
+    value_spans: tuple[CharSpan, ...] = ()
+    label_span: CharSpan | None = None
+
+    @property
+    def coord_spans(self) -> tuple[CharSpan, ...]:
+        """Character ranges of the four coordinates (an angle excluded)."""
+        return self.value_spans[:4]
 
 
 class CoordSpace(str, enum.Enum):
@@ -148,18 +211,27 @@ class BoxConvention:
             objects.append(f'{{"bbox_2d": {coords}, "label": "{box.label or "object"}"}}')
         return "[" + ", ".join(objects) + "]"
 
+    def locate(self, text: str) -> list[FoundBox]:
+        """Every candidate box in model ``text`` with the character spans of its pieces."""
+        return _lines(text) if self.syntax is BoxSyntax.LINES else _json(text)
+
     def parse(
         self,
         text: str,
         crop_size: Size,
         model_input_size: Size,
         default_label: str | None = None,
+        trace: TokenTrace | None = None,
     ) -> tuple[BoxPx, ...]:
-        """Boxes in crop pixels from model ``text``; never raises."""
+        """Boxes in crop pixels from model ``text``; never raises. ``trace``: the tokens that
+        wrote ``text``, for box scores (see the module docstring)."""
         try:
-            found = _lines(text) if self.syntax is BoxSyntax.LINES else _json(text)
             boxes = []
-            for values, label, score, source in found:
+            for candidate in self.locate(text):
+                values, label, source = candidate.values, candidate.label, candidate.source
+                score = candidate.text_score
+                if trace is not None:
+                    score = trace.score(candidate.coord_spans)
                 label = label or default_label
                 if values is None or (len(values) == 5 and not self.angle):
                     if self.syntax is BoxSyntax.JSON or re.search(r"\d", source):
@@ -247,20 +319,20 @@ def box_convention(name: str) -> BoxConvention:
     return convention
 
 
-# --- text scanning: (values or None, label, score, source) per candidate box ------------------------
-Found = tuple[tuple[float, ...] | None, str | None, float | None, str]
+# --- text scanning: one FoundBox per candidate box -------------------------------------------------
 
 
-def _lines(text: str) -> list[Found]:
+def _lines(text: str) -> list[FoundBox]:
     found, previous_end = [], 0
     for match in _BRACKET.finditer(text):
-        label = _label_before(text[previous_end : match.start()])
+        label, label_span = _label_before(text[previous_end : match.start()], previous_end)
         previous_end = match.end()
-        found.append((_numbers(match.group(1)), label, None, match.group(0)))
+        values, spans = _numbers(match.group(1), match.start(1))
+        found.append(FoundBox(values, label, None, match.group(0), spans, label_span))
     return found
 
 
-def _json(text: str) -> list[Found]:
+def _json(text: str) -> list[FoundBox]:
     found = []
     for obj in _OBJECT.finditer(text):
         bbox = _BBOX_2D.search(obj.group(0))
@@ -268,45 +340,54 @@ def _json(text: str) -> list[Found]:
             continue
         label = _LABEL.search(obj.group(0))
         score = _SCORE.search(obj.group(0))
-        values = _numbers(bbox.group(1))
+        values, spans = _numbers(bbox.group(1), obj.start() + bbox.start(1))
         found.append(
-            (
+            FoundBox(
                 values if values is None or len(values) == 4 else None,
                 _clean_label(label.group(1)) if label else None,
                 float(score.group(1)) if score else None,
                 obj.group(0),
+                spans,
+                (obj.start() + label.start(1), obj.start() + label.end(1)) if label else None,
             )
         )
     if found:
         return found
-    return [  # bare [x1, y1, x2, y2] lists
-        (_four(m.group(1)), None, None, m.group(0))
-        for m in _BRACKET.finditer(text)
-        if re.search(r"\d", m.group(1))
-    ]
+    bare = []  # bare [x1, y1, x2, y2] lists
+    for m in _BRACKET.finditer(text):
+        if re.search(r"\d", m.group(1)):
+            values, spans = _numbers(m.group(1), m.start(1))
+            four = values if values is None or len(values) == 4 else None
+            bare.append(FoundBox(four, None, None, m.group(0), spans))
+    return bare
 
 
-def _four(body: str) -> tuple[float, ...] | None:
-    values = _numbers(body)
-    return values if values is None or len(values) == 4 else None
-
-
-def _numbers(body: str) -> tuple[float, ...] | None:
+def _numbers(body: str, offset: int = 0) -> tuple[tuple[float, ...] | None, tuple[CharSpan, ...]]:
+    """The 4 or 5 numbers of a bracket body and their character spans (``offset``: where the
+    body starts in the text); (None, ()) when malformed."""
     match = _BOX4_OR_5.match(body)
     if match is None:
-        return None
-    values = tuple(float(g) for g in match.groups() if g is not None)
-    return values if all(math.isfinite(v) for v in values) else None
+        return None, ()
+    groups = [i for i in range(1, 6) if match.group(i) is not None]
+    values = tuple(float(match.group(i)) for i in groups)
+    if not all(math.isfinite(v) for v in values):
+        return None, ()
+    return values, tuple((offset + match.start(i), offset + match.end(i)) for i in groups)
 
 
 def _bracket(values: Sequence[int]) -> str:
     return "[" + ", ".join(str(v) for v in values) + "]"
 
 
-def _label_before(segment: str) -> str | None:
-    """The label written before a box: the last line of ``segment``, stripped of separators."""
-    lines = [line for line in re.split(r"[\n;]", segment) if line.strip()]
-    return _clean_label(lines[-1]) if lines else None
+def _label_before(segment: str, offset: int = 0) -> tuple[str | None, CharSpan | None]:
+    """The label written before a box: the last line of ``segment``, stripped of separators,
+    and the character span of that line (``offset``: where ``segment`` starts in the text)."""
+    lines = [m for m in re.finditer(r"[^\n;]+", segment) if m.group(0).strip()]
+    if not lines:
+        return None, None
+    label = _clean_label(lines[-1].group(0))
+    span = (offset + lines[-1].start(), offset + lines[-1].end())
+    return label, (span if label is not None else None)
 
 
 def _clean_label(label: str | None) -> str | None:

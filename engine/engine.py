@@ -8,13 +8,26 @@ answers several crops in one batched generation (e.g. grounding over tiles).
 
 Per request: validate inputs -> retrieve top-k descriptions -> preprocess the image -> render the
 task prompt (region box in the backbone's convention) -> greedy generation -> parse boxes / label.
+
+Change tasks (``change_caption``, ``change_ground``, ``change_ask``) take two crops on one pixel
+grid: ``image`` is the later ("after") crop and ``before=`` the earlier one. Both are preprocessed
+together (same shape, so the same model size), descriptions are retrieved for each, and the prompt
+shows the before block then the after block; boxes come back in the after crop's pixels.
 A CUDA out-of-memory error frees the cache and retries once at a smaller image size, then raises
-:class:`~engine.errors.OutOfMemoryError`. Requests run one at a time (a lock), since the model and
+:class:`~engine.errors.OutOfMemoryError`; ``run_batch`` first halves its batch (down to 1) and
+remembers the size that fit (``Engine.batch_limit``).
+
+Box scores: a ``ground`` answer's boxes carry ``BoxPx.score`` = the geometric mean of the
+probabilities the model gave the tokens that wrote the box's four coordinate numbers (softmax of
+the logits at each greedy step; :mod:`engine.boxes`). It is the model's own confidence in the
+box's position, not a calibrated detection probability; it ranks the boxes of one model (merging
+across tiles), and is the same whether the crop went through ``stream``/``run`` or ``run_batch``. Requests run one at a time (a lock), since the model and
 its token-role context are shared.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import math
@@ -27,6 +40,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from engine.boxes import TokenTrace
 from engine.config import EngineConfig, RetrievalConfig
 from engine.errors import InputError, OutOfMemoryError
 from engine.generation import (
@@ -37,7 +51,8 @@ from engine.generation import (
     TextDelta,
     final_answer,
     generate,
-    greedy_steps,
+    greedy_steps_with_probs,
+    token_trace,
 )
 from engine.model.build import build_vlm
 from engine.model.inputs import Sample, build_batch, prompt_sample
@@ -64,37 +79,52 @@ class SemanticRetriever(Protocol):
 class Request:
     """One validated request."""
 
-    image: np.ndarray = field(compare=False)  # (H, W, 3) uint8, C-contiguous
+    image: np.ndarray = field(compare=False)  # (H, W, 3) uint8, C-contiguous; "after" for change
     task: Task
     question: str | None
     region_px: tuple[float, float, float, float] | None
     labels: tuple[str, ...]
+    before: np.ndarray | None = field(default=None, compare=False)  # change tasks: same shape
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        """The crops in prompt order: ``[before, after]`` for change tasks, else ``[image]``."""
+        return [self.image] if self.before is None else [self.before, self.image]
 
 
 MAX_ASPECT = 200  # Qwen2.5-VL's smart_resize refuses more elongated images
 
 
-def validate_request(image, task, question=None, region_px=None, labels=None) -> Request:
-    """Check a request's inputs; raises :class:`InputError` naming the bad value."""
-    if not isinstance(image, np.ndarray):
-        raise InputError(f"image must be a numpy array (H, W, 3) uint8, got {type(image).__name__}")
-    if image.dtype != np.uint8:
+def validate_request(
+    image, task, question=None, region_px=None, labels=None, *, before=None
+) -> Request:
+    """Check a request's inputs; raises :class:`InputError` naming the bad value.
+
+    ``before``: the earlier crop of a change task, on the same pixel grid as ``image`` (the later
+    crop): same shape (H, W, 3) uint8. Change tasks need it; single-image tasks refuse it.
+    """
+    task = Task.parse(task)
+    if task.is_change and before is None:
         raise InputError(
-            f"image must be uint8 RGB, got dtype {image.dtype}; "
-            "scale it to 0-255 and cast with .astype(np.uint8)"
+            f"task {task.value!r} compares two dates and needs before= (the earlier crop, same "
+            "grid and shape as the image); choose a 'before' raster or use a single-image task"
         )
-    if image.ndim != 3 or image.shape[2] != 3:
+    if before is not None and not task.is_change:
+        change = ", ".join(t.value for t in Task if t.is_change)
         raise InputError(
-            f"image must be RGB with shape (H, W, 3), got {image.shape}; "
-            "drop alpha with image[..., :3] or stack a gray band three times"
+            f"before= is only for the change tasks ({change}), not {task.value!r}; leave it out "
+            "or ask a change task"
+        )
+    if before is not None:
+        _check_image(before, "before")
+    _check_image(image, "after image" if before is not None else "image")
+    if before is not None and before.shape != image.shape:
+        raise InputError(
+            f"before crop is {before.shape[1]}x{before.shape[0]} pixels but the after image is "
+            f"{image.shape[1]}x{image.shape[0]}; read both onto one pixel grid "
+            "(tiles.read_crop_pair) so they have the same shape"
         )
     h, w = image.shape[:2]
-    if h < 1 or w < 1 or max(h, w) / min(h, w) > MAX_ASPECT:
-        raise InputError(
-            f"image of {w}x{h} pixels is empty or more elongated than {MAX_ASPECT}:1; "
-            "draw a squarer region"
-        )
-    task = Task.parse(task)
     if question is not None and not isinstance(question, str):
         raise InputError(f"question must be a string, got {type(question).__name__}")
     return Request(
@@ -103,7 +133,31 @@ def validate_request(image, task, question=None, region_px=None, labels=None) ->
         question=(question.strip() or None) if question is not None else None,
         region_px=_check_region(region_px, task, w, h),
         labels=_check_labels(labels, task),
+        before=None if before is None else np.ascontiguousarray(before),
     )
+
+
+def _check_image(image, name: str) -> None:
+    if not isinstance(image, np.ndarray):
+        raise InputError(
+            f"{name} must be a numpy array (H, W, 3) uint8, got {type(image).__name__}"
+        )
+    if image.dtype != np.uint8:
+        raise InputError(
+            f"{name} must be uint8 RGB, got dtype {image.dtype}; "
+            "scale it to 0-255 and cast with .astype(np.uint8)"
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(
+            f"{name} must be RGB with shape (H, W, 3), got {image.shape}; "
+            "drop alpha with image[..., :3] or stack a gray band three times"
+        )
+    h, w = image.shape[:2]
+    if h < 1 or w < 1 or max(h, w) / min(h, w) > MAX_ASPECT:
+        raise InputError(
+            f"{name} of {w}x{h} pixels is empty or more elongated than {MAX_ASPECT}:1; "
+            "draw a squarer region"
+        )
 
 
 def _check_region(
@@ -171,6 +225,8 @@ class Engine:
         self.prompts = load_prompt_set(config.backbone, prompt_mode(vlm.has_adapter_modules))
         self.model_name = f"{config.backbone}:{vlm.backbone.model_name}"
         self.adapter_name = str(config.adapter_path) if config.adapter_path is not None else None
+        # Largest run_batch chunk known to fit in memory (None: no OOM seen yet, no limit).
+        self.batch_limit: int | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -200,9 +256,11 @@ class Engine:
         question: str | None = None,
         region_px: Sequence[float] | None = None,
         labels: Sequence[str] | None = None,
+        *,
+        before: np.ndarray | None = None,
     ) -> Answer:
         """Answer one request; see :meth:`stream` for the arguments."""
-        answer = final_answer(self.stream(image, task, question, region_px, labels))
+        answer = final_answer(self.stream(image, task, question, region_px, labels, before=before))
         if answer is None:  # pragma: no cover
             raise AssertionError("Engine.stream ended without a Final event")
         return answer
@@ -214,18 +272,23 @@ class Engine:
         question: str | None = None,
         region_px: Sequence[float] | None = None,
         labels: Sequence[str] | None = None,
+        *,
+        before: np.ndarray | None = None,
     ) -> Iterator[StreamEvent]:
         """Answer one request as events: ``TextDelta``\\ s, maybe a ``Reset``, one ``Final``.
 
         ``image``: RGB uint8 (H, W, 3). ``task``: a :class:`Task` or its name. ``question``: the
         question (``ask``, ``region``) or the phrase to find (``ground``). ``region_px``: the
         ``(x0, y0, x1, y1)`` box in crop pixels for ``region``. ``labels``: the classes for
-        ``classify``. Bad inputs raise :class:`engine.errors.InputError` before any work.
+        ``classify``. ``before``: for the change tasks, the earlier crop on the same pixel grid
+        as ``image`` (the later crop), same shape; boxes come back in ``image``'s pixels. Bad
+        inputs raise :class:`engine.errors.InputError` before any work.
         """
-        request = validate_request(image, task, question, region_px, labels)
+        request = validate_request(image, task, question, region_px, labels, before=before)
         with self._lock:
             start = time.perf_counter()
-            evidence, retrieval_s = self._retrieve([request.image])
+            evidence, retrieval_s = self._retrieve(request.images)
+            evidence = [_pair_evidence(evidence)] if request.before is not None else evidence
             streamed = False
             for attempt, scale in enumerate(self._scales()):
                 try:
@@ -248,23 +311,60 @@ class Engine:
         question: str | None = None,
         labels: Sequence[str] | None = None,
     ) -> list[Answer]:
-        """Answer the same request for several crops in one left-padded batch (no streaming).
+        """Answer the same request for several crops in left-padded batches (no streaming).
 
-        Timing in each answer is that of the whole batch. Region requests are not batched.
+        Adaptive batch: the crops go in chunks of at most :attr:`batch_limit` (all at once while
+        it is None). A CUDA out-of-memory error halves the chunk (down to 1), remembers it in
+        ``batch_limit`` for later calls, and retries the crops not answered yet; only an OOM at
+        one crop per chunk falls back to the smaller pixel budget (``image.oom_retry_scale``,
+        kept for the rest of the call), then raises :class:`OutOfMemoryError`. Timing in each
+        answer is that of its chunk, from the start of the call. Region requests are not batched.
+        Change tasks are not batched either (one pair per :meth:`run` with ``before=``).
         """
+        if Task.parse(task).is_change:
+            raise InputError(
+                f"run_batch does not take change tasks ({Task.parse(task).value!r}); answer "
+                "each pair with run(after, task, ..., before=before)"
+            )
         requests = [validate_request(im, task, question, None, labels) for im in images]
         if not requests:
             return []
         with self._lock:
             start = time.perf_counter()
             evidence, retrieval_s = self._retrieve([r.image for r in requests])
-            for attempt, scale in enumerate(self._scales()):
+            answers: list[Answer] = []
+            size = min(len(requests), self.batch_limit or len(requests))
+            attempt = 0  # index into self._scales()
+            while len(answers) < len(requests):
+                done = len(answers)
+                chunk = requests[done : done + size]
                 try:
-                    return self._batch_once(requests, evidence, scale, start, retrieval_s)
+                    answers += self._batch_once(
+                        chunk,
+                        evidence[done : done + size],
+                        self._scales()[attempt],
+                        start,
+                        retrieval_s,
+                    )
+                    continue
                 except torch.OutOfMemoryError as err:
                     detail = str(err).splitlines()[0]
-                self._after_oom(attempt, detail, requests[0].image, scale, len(requests))
-        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+                # Outside the except block: the failed attempt's frames (and tensors) are gone.
+                if len(chunk) > 1:
+                    size = self.batch_limit = len(chunk) // 2
+                    self._free_memory()
+                    logger.warning(
+                        "CUDA out of memory at a batch of %d (%s); retrying %d crops in batches "
+                        "of %d",
+                        len(chunk),
+                        detail,
+                        len(requests) - done,
+                        size,
+                    )
+                    continue
+                self._after_oom(attempt, detail, chunk[0].image, self._scales()[attempt])
+                attempt += 1
+            return answers
 
     # --- one attempt --------------------------------------------------------------------------
     def _stream_once(
@@ -276,21 +376,25 @@ class Engine:
         retrieval_s: float,
     ) -> Iterator[StreamEvent]:
         bb = self.vlm.backbone
-        images = bb.preprocess([request.image], scale)
+        # (before, after) for change tasks: one sample of two images, boxes on the after grid
+        images = bb.preprocess(request.images, scale).grouped([len(request.images)])
         batch = self._batch(images, [self._sample(request, evidence, images, 0)])
         decoder = IncrementalDecoder(bb.tokenizer)
         first = None
-        steps = greedy_steps(
+        steps = greedy_steps_with_probs(
             self.vlm,
             batch,
             self.config.generation.max_new_tokens,
             bb.stop_token_ids(),
             bb.tokenizer.pad_token_id,
         )
+        probs = []
         for step in steps:
             first = first if first is not None else time.perf_counter()
-            if step[0] is not None and (piece := decoder.push(step[0])):
-                yield TextDelta(piece)
+            if step.tokens[0] is not None:
+                probs.append(step.probs[0])
+                if piece := decoder.push(step.tokens[0]):
+                    yield TextDelta(piece)
         if tail := decoder.finish():
             yield TextDelta(tail)
         end = time.perf_counter()
@@ -301,9 +405,10 @@ class Engine:
                 request,
                 decoder.text,
                 evidence,
-                images.crop_sizes_px[0],
-                images.model_sizes_px[0],
+                images.crop_sizes_px[images.grid_index(0)],
+                images.model_sizes_px[images.grid_index(0)],
                 timing,
+                token_trace(decoder, probs, decoder.text),
             )
         )
 
@@ -331,8 +436,12 @@ class Engine:
             result.new_tokens,
         )
         return [
-            self._answer(r, text, ev, images.crop_sizes_px[i], images.model_sizes_px[i], timing)
-            for i, (r, text, ev) in enumerate(zip(requests, result.texts, evidence))
+            self._answer(
+                r, text, ev, images.crop_sizes_px[i], images.model_sizes_px[i], timing, trace
+            )
+            for i, (r, text, ev, trace) in enumerate(
+                zip(requests, result.texts, evidence, result.traces)
+            )
         ]
 
     # --- pieces -------------------------------------------------------------------------------
@@ -351,8 +460,11 @@ class Engine:
         region_text = ""
         if request.region_px is not None:
             region_text = prompts.box_format.encode(
-                request.region_px, images.crop_sizes_px[index], images.model_sizes_px[index]
+                request.region_px,
+                images.crop_sizes_px[images.grid_index(index)],
+                images.model_sizes_px[images.grid_index(index)],
             )
+        before_texts = tuple(e.text for e in evidence if e.metadata.get("image") == "before")
         return prompt_sample(
             bb,
             prompts,
@@ -361,7 +473,8 @@ class Engine:
             question=request.question,
             labels=request.labels,
             region_text=region_text,
-            texts=tuple(e.text for e in evidence),
+            texts=tuple(e.text for e in evidence if e.metadata.get("image") != "before"),
+            before_texts=before_texts,
         )
 
     def _batch(self, images, samples: list[Sample]):
@@ -376,12 +489,19 @@ class Engine:
         )
 
     def _answer(
-        self, request: Request, text: str, evidence, crop_size, model_size, timing: Timing
+        self,
+        request: Request,
+        text: str,
+        evidence,
+        crop_size,
+        model_size,
+        timing: Timing,
+        trace: TokenTrace | None = None,
     ) -> Answer:
         boxes = ()
-        if request.task is Task.GROUND:
+        if request.task.has_boxes:  # ground, change_ground (after-crop pixels)
             boxes = self.prompts.box_format.parse(
-                text, crop_size, model_size, default_label=request.question
+                text, crop_size, model_size, default_label=request.question, trace=trace
             )
         label = match_label(text, request.labels) if request.task is Task.CLASSIFY else None
         return Answer(
@@ -396,6 +516,11 @@ class Engine:
             label=label,
         )
 
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def _scales(self) -> tuple[float, float]:
         """Pixel-budget scales of the first attempt and of the one retry after an OOM."""
         return (1.0, self.config.image.oom_retry_scale)
@@ -404,9 +529,7 @@ class Engine:
         self, attempt: int, detail: str, image: np.ndarray, scale: float, batch: int = 1
     ) -> None:
         """Free cached GPU memory; raise :class:`OutOfMemoryError` after the retry failed too."""
-        gc.collect()
-        if self.placement.device.type == "cuda":
-            torch.cuda.empty_cache()
+        self._free_memory()
         if attempt + 1 >= len(self._scales()):
             raise OutOfMemoryError(_oom_message(image, scale, batch) + f" ({detail})")
         logger.warning(
@@ -414,6 +537,15 @@ class Engine:
             detail,
             self._scales()[attempt + 1],
         )
+
+
+def _pair_evidence(found: list[tuple[Evidence, ...]]) -> tuple[Evidence, ...]:
+    """The evidence of a change request: the after crop's descriptions, then the before crop's,
+    each marked ``metadata["image"]`` = "after" / "before" (the before block's prompter gets the
+    before ones, the after block's the after ones)."""
+    before, after = found
+    mark = lambda e, which: dataclasses.replace(e, metadata={**e.metadata, "image": which})
+    return tuple(mark(e, "after") for e in after) + tuple(mark(e, "before") for e in before)
 
 
 def _oom_message(image: np.ndarray, scale: float, batch: int = 1) -> str:

@@ -20,6 +20,15 @@
   baseline rescaling, special tokens excluded, max over references) with any local HF encoder;
   without one it is ``None`` and the report says how to enable it.
 
+- Change (two dates): change/no-change accuracy (:func:`change_detection_accuracy`): a caption
+  says "no change" when :func:`says_no_change` finds a no-change phrase ("no change(s)", "no
+  difference", "nothing changed", "unchanged", "the same as before", "identical", ...), anything
+  else claims a change; a ``change_ground`` answer claims a change when it has a box. Change
+  grounding (:func:`change_grounding_scores`): predicted and reference boxes of a pair are
+  matched one to one (greedily by IoU); Acc@0.5 = share of reference change boxes matched at
+  IoU >= 0.5 (recall), precision@0.5 = share of predicted boxes matched, mIoU = mean IoU of each
+  reference box's match (0 when unmatched).
+
 All scores are fractions in [0, 1]; :func:`format_table` prints them x100 like the paper.
 """
 
@@ -42,12 +51,16 @@ __all__ = [
     "BERTSCORE_MISSING",
     "AccuracyReport",
     "CaptionReport",
+    "ChangeDetectionReport",
+    "ChangeGroundingReport",
     "GroundingReport",
     "bertscore_f1",
     "bertscore_from_embeddings",
     "bleu1",
     "box_iou",
     "caption_scores",
+    "change_detection_accuracy",
+    "change_grounding_scores",
     "classification_accuracy",
     "format_table",
     "grounding_scores",
@@ -57,6 +70,7 @@ __all__ = [
     "rouge1_f",
     "rsvqa_area_bucket",
     "rsvqa_count_bucket",
+    "says_no_change",
     "tokenize_caption",
     "vqa_accuracy",
 ]
@@ -527,6 +541,127 @@ def caption_scores(
     )
 
 
+# ------------------------------------------------------------------ change (two dates)
+
+_NO_CHANGE = re.compile(
+    r"\b(?:"
+    r"no (?:\w+ )?(?:changes?|differences?)"  # no change(s), no visible change, no difference
+    r"|nothing (?:has |have |was |is )?(?:changed|different|new)"
+    r"|not? (?:changed|different)"
+    r"|unchanged|identical"
+    r"|(?:is|are|remains?|looks?|seems?|stays?) (?:\w+ )?(?:the )?same"  # is the same (as before)
+    r"|same as before"
+    r")\b",
+    re.IGNORECASE,
+)
+
+
+_BUT = re.compile(r"\b(?:but|except|whereas|while|although|however)\b", re.IGNORECASE)
+
+
+def says_no_change(text: str) -> bool:
+    """True when ``text`` says nothing changed ("no change", "the scene is the same as before",
+    "there is no difference", "nothing has changed", "unchanged", "identical", ...) and does not
+    go on to name a change ("the road is unchanged but a house appeared": a change)."""
+    text = " ".join(text.split())
+    return _NO_CHANGE.search(text) is not None and _BUT.search(text) is None
+
+
+@dataclass(frozen=True)
+class ChangeDetectionReport:
+    """Change/no-change accuracy, and precision/recall of the "changed" answers."""
+
+    accuracy: float
+    precision: float  # of the pairs called changed, the share that changed
+    recall: float  # of the pairs that changed, the share called changed
+    n: int
+    correct: tuple[bool, ...] = field(default=(), repr=False)
+
+    def row(self) -> dict[str, float | None]:
+        return {
+            "change_acc": self.accuracy,
+            "change_precision": self.precision,
+            "change_recall": self.recall,
+        }
+
+
+def change_detection_accuracy(
+    predicted_changed: Sequence[bool], truth_changed: Sequence[bool]
+) -> ChangeDetectionReport:
+    """Accuracy of change/no-change calls (one bool per pair: True = changed)."""
+    n = _check_lengths(predicted_changed=predicted_changed, truth_changed=truth_changed)
+    hits = tuple(bool(p) == bool(t) for p, t in zip(predicted_changed, truth_changed))
+    called = [t for p, t in zip(predicted_changed, truth_changed) if p]
+    changed = [p for p, t in zip(predicted_changed, truth_changed) if t]
+    ratio = lambda v: sum(map(bool, v)) / len(v) if v else math.nan
+    return ChangeDetectionReport(ratio(hits), ratio(called), ratio(changed), n, hits)
+
+
+def match_boxes(
+    predictions: Sequence[BoxPx], targets: Sequence[BoxPx], threshold: float = 0.5
+) -> list[tuple[int, int, float]]:
+    """One-to-one matches ``(prediction, target, iou)`` with IoU >= ``threshold``, taken greedily
+    from the highest IoU down."""
+    pairs = sorted(
+        ((box_iou(p, t), i, j) for i, p in enumerate(predictions) for j, t in enumerate(targets)),
+        reverse=True,
+    )
+    used_p, used_t, out = set(), set(), []
+    for iou, i, j in pairs:
+        if iou < threshold:
+            break
+        if i not in used_p and j not in used_t:
+            used_p.add(i)
+            used_t.add(j)
+            out.append((i, j, iou))
+    return out
+
+
+@dataclass(frozen=True)
+class ChangeGroundingReport:
+    """Change grounding over pairs; see the module docstring."""
+
+    acc_at_05: float  # reference change boxes matched at IoU >= 0.5 / all reference boxes
+    precision_at_05: float  # predicted boxes matched / all predicted boxes
+    miou: float  # mean over reference boxes of the IoU of their match (0 when unmatched)
+    n: int  # pairs
+    n_boxes: int  # reference change boxes
+    per_sample: tuple[float, ...] = field(default=(), repr=False)  # share of a pair's boxes found
+
+    def row(self) -> dict[str, float | None]:
+        return {"acc@0.5": self.acc_at_05, "precision@0.5": self.precision_at_05, "miou": self.miou}
+
+
+def change_grounding_scores(
+    predictions: Sequence[Sequence[BoxPx]],
+    targets: Sequence[Sequence[BoxPx]],
+    threshold: float = 0.5,
+) -> ChangeGroundingReport:
+    """Scores of predicted change boxes against reference change boxes, per pair (a pair
+    without change has no reference boxes; its per-sample score is 1 when nothing is predicted)."""
+    n = _check_lengths(predictions=predictions, targets=targets)
+    found = predicted = total = 0
+    iou_sum = 0.0
+    per_sample = []
+    for preds, refs in zip(predictions, targets):
+        loose = match_boxes(preds, refs, 0.0)  # best one-to-one overlap, for mIoU
+        hits = sum(iou >= threshold for _, _, iou in loose)
+        found += hits
+        predicted += len(preds)
+        total += len(refs)
+        iou_sum += sum(iou for _, _, iou in loose)
+        per_sample.append(hits / len(refs) if refs else float(not preds))
+    ratio = lambda a, b: a / b if b else math.nan
+    return ChangeGroundingReport(
+        ratio(found, total),
+        ratio(found, predicted),
+        ratio(iou_sum, total),
+        n,
+        total,
+        tuple(per_sample),
+    )
+
+
 # ------------------------------------------------------------------ tables
 
 _COLUMN_NAMES = {
@@ -538,6 +673,10 @@ _COLUMN_NAMES = {
     "average": "Avg.",
     "overall": "Overall",
     "acc@0.5": "Acc@0.5",
+    "precision@0.5": "Prec@0.5",
+    "change_acc": "Change acc.",
+    "change_precision": "Change prec.",
+    "change_recall": "Change rec.",
     "miou": "mIoU",
     "bleu1": "BLEU-1",
     "rouge1": "ROUGE-1",

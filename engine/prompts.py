@@ -6,6 +6,11 @@ attached; descriptions go to the prompter). A mode has one ``string.Template`` p
 system prompt and the box convention (:mod:`engine.boxes`) used both for the region given to
 the model and for the boxes it answers with. Placeholders: ``$question``, ``$labels``,
 ``$region``, ``$context``. The training CLI renders prompts with the same :class:`PromptSet`.
+
+Change tasks (``change_caption``, ``change_ground``, ``change_ask``) show the model two images in
+one user turn; a mode's ``pair_labels`` are the texts placed before the before image's block and
+before the after image's block (e.g. ``"Image 1 (before): "`` and ``"\nImage 2 (after): "``);
+the task text follows the after block.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ REQUIRED = {
     Task.GROUND: {"question"},
     Task.CLASSIFY: {"labels"},
     Task.REGION: {"region"},
+    Task.CHANGE_GROUND: {"question"},
+    Task.CHANGE_ASK: {"question"},
 }
+DEFAULT_PAIR_LABELS = ("Image 1 (before): ", "\nImage 2 (after): ")
 
 
 def prompt_mode(has_adapter_modules: bool) -> str:
@@ -51,8 +59,14 @@ class PromptSet:
     context_item: str = ""
     context_footer: str = ""
     default_questions: dict[Task, str] = field(default_factory=dict, compare=False)
+    pair_labels: tuple[str, str] = DEFAULT_PAIR_LABELS  # texts before the before / after image
 
     def __post_init__(self) -> None:
+        if len(self.pair_labels) != 2 or not all(isinstance(t, str) for t in self.pair_labels):
+            raise ConfigError(
+                f"prompt set {self.backbone}/{self.mode}: pair_labels must be two strings "
+                f"(the texts before the before and the after image), got {self.pair_labels!r}"
+            )
         missing = [t.value for t in Task if t not in self.templates]
         if missing:
             raise ConfigError(
@@ -147,6 +161,7 @@ def load_prompt_set(backbone: str, mode: str, prompts_dir: Path = PROMPTS_DIR) -
             context_item=context.get("item", ""),
             context_footer=context.get("footer", ""),
             default_questions={Task(k): v for k, v in spec.get("default_questions", {}).items()},
+            pair_labels=tuple(spec.get("pair_labels", DEFAULT_PAIR_LABELS)),
         )
     except (KeyError, ValueError) as err:
         raise ConfigError(f"bad prompt file {str(path)!r} ({backbone}/{mode}): {err!r}") from err

@@ -14,7 +14,11 @@ geolens``) the task goes in the ``geolens`` body field and the server's ``geolen
 used as they are. Closing the generator closes the HTTP stream. Every failure is a
 :class:`RemoteModelError` whose message names the URL and what to do.
 
-Not done: retrieved descriptions (a knowledge base) are not added to remote prompts.
+Retrieval: with ``RemoteConfig.retrieval`` (the app's ``--kb``) or an injected retriever, the
+top-k descriptions of the crop are retrieved here, on the client, written into the family's
+prompt (its ``$context`` block, as the in-process zero-shot engine does) and returned as
+``Answer.evidence``. ``engine.serve`` retrieves with its own knowledge base instead (its evidence
+comes back in the ``geolens`` field), so the client does not retrieve for it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from engine.boxes import BoxConvention, CoordSpace, box_convention
+from engine.config import RetrievalConfig
 from engine.errors import ConfigError, EngineError, MissingDependencyError
 from engine.types import Answer, BoxPx, Evidence, Task, Timing
 
@@ -38,6 +44,7 @@ __all__ = [
     "RemoteConfig",
     "RemoteEngine",
     "RemoteModelError",
+    "load_retriever",
     "model_input_size",
 ]
 
@@ -70,7 +77,8 @@ class RemoteConfig:
     connection or for the next piece of a streamed answer (not for the whole answer).
     ``max_retries``: retries, with backoff, after a failed connection, a timeout or a 5xx.
     ``max_pixels``: the pixel budget of the pre-resize for pixel conventions. ``max_tokens``: the
-    longest answer (None: the server's default).
+    longest answer (None: the server's default). ``retrieval``: the knowledge base whose
+    descriptions go into the prompt (None: no retrieval); loaded by :meth:`RemoteEngine.connect`.
     """
 
     api_base: str
@@ -82,6 +90,7 @@ class RemoteConfig:
     max_pixels: int = QWEN25VL_MAX_PIXELS
     max_tokens: int | None = None  # longest answer (None: the server's default)
     api_key: str | None = field(default=None, repr=False, compare=False)
+    retrieval: RetrievalConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.api_base.startswith(("http://", "https://")):
@@ -140,7 +149,7 @@ def png_data_uri(image: np.ndarray, size: tuple[int, int]) -> str:
 class RemoteEngine:
     """A remote model answering like :class:`engine.Engine`; see the module docstring."""
 
-    def __init__(self, config: RemoteConfig, geolens: bool = False) -> None:
+    def __init__(self, config: RemoteConfig, geolens: bool = False, retriever=None) -> None:
         try:
             from openai import OpenAI
         except ImportError as exc:
@@ -158,6 +167,14 @@ class RemoteEngine:
         self.model_name = config.api_model
         self.adapter_name = None
         self.endpoint = config.api_base
+        # an engine.SemanticRetriever; engine.serve retrieves with its own knowledge base
+        self.retriever = None if geolens else retriever
+        self.top_k = config.retrieval.top_k if config.retrieval is not None else 3
+        if self.retriever is not None and not self.prompts.context_item:
+            logger.warning(
+                "%s: the %s prompts have no place for retrieved descriptions; they are returned "
+                "as evidence only", config.api_base, self.convention.name
+            )
         self._client = OpenAI(
             base_url=config.api_base,
             api_key=config.api_key or "unused",
@@ -166,9 +183,10 @@ class RemoteEngine:
         )
 
     @classmethod
-    def connect(cls, config: RemoteConfig) -> RemoteEngine:
+    def connect(cls, config: RemoteConfig, retriever=None) -> RemoteEngine:
         """Check that the endpoint serves ``config.api_model`` (else :class:`RemoteModelError`
-        listing what it serves) and learn whether it is ``engine.serve``."""
+        listing what it serves) and learn whether it is ``engine.serve``; then load the
+        retriever of ``config.retrieval`` (unless ``retriever`` is given) for other servers."""
         probe = cls(config)
         cards = probe._models()
         names = [c.id for c in cards]
@@ -178,7 +196,19 @@ class RemoteEngine:
                 f"{', '.join(names) or 'nothing'}. Pass one of them with --api-model"
             )
         owner = next(getattr(c, "owned_by", None) for c in cards if c.id == config.api_model)
-        return cls(config, geolens=owner == "geolens")
+        geolens = owner == "geolens"
+        if geolens and (retriever is not None or config.retrieval is not None):
+            logger.warning(
+                "%s is engine.serve: it retrieves with its own knowledge base (engine.serve --kb); "
+                "the client's knowledge base is not used", config.api_base
+            )
+        elif retriever is None and config.retrieval is not None:
+            retriever = load_retriever(config.retrieval)
+        return cls(config, geolens=geolens, retriever=retriever)
+
+    def served_models(self) -> list[str]:
+        """The model names the endpoint serves (``GET /v1/models``); errors as every request."""
+        return [c.id for c in self._models()]
 
     # --- public API (as Engine) ------------------------------------------------------------------
     def run(
@@ -188,11 +218,13 @@ class RemoteEngine:
         question: str | None = None,
         region_px: Sequence[float] | None = None,
         labels: Sequence[str] | None = None,
+        *,
+        before: np.ndarray | None = None,
     ) -> Answer:
         """Answer one request; see :meth:`stream`."""
         from engine.generation import final_answer
 
-        answer = final_answer(self.stream(image, task, question, region_px, labels))
+        answer = final_answer(self.stream(image, task, question, region_px, labels, before=before))
         if answer is None:
             raise RemoteModelError(f"{self.endpoint}: the answer stream ended without an answer")
         return answer
@@ -204,12 +236,16 @@ class RemoteEngine:
         question: str | None = None,
         region_px: Sequence[float] | None = None,
         labels: Sequence[str] | None = None,
+        *,
+        before: np.ndarray | None = None,
     ):
         """Events as :meth:`engine.Engine.stream`: ``TextDelta``, maybe ``Reset``, one ``Final``.
+        Change tasks take ``before=`` (the earlier crop, same shape as ``image``): both images
+        are sent, before first, at the same size, and boxes come back in ``image``'s pixels.
         Bad inputs raise :class:`~engine.errors.InputError` before any request is sent."""
         from engine.engine import validate_request
 
-        request = validate_request(image, task, question, region_px, labels)
+        request = validate_request(image, task, question, region_px, labels, before=before)
         return self._stream(request)
 
     # --- one request ---------------------------------------------------------------------------
@@ -225,7 +261,12 @@ class RemoteEngine:
             else model_input_size(crop_size, self.convention, self.config.max_pixels)
         )
         start = time.perf_counter()
-        stream = self._open(self._messages(request, crop_size, sent_size), request)
+        retrieved = self._retrieve(request.image)
+        if request.before is not None and self.retriever is not None:  # change: both dates
+            seen = {e.text for e in retrieved}
+            retrieved += tuple(e for e in self._retrieve(request.before) if e.text not in seen)
+        retrieval_s = time.perf_counter() - start if self.retriever is not None else 0.0
+        stream = self._open(self._messages(request, crop_size, sent_size, retrieved), request)
         pieces, extra, first = [], None, None
         try:
             for chunk in self._chunks(stream):
@@ -247,10 +288,10 @@ class RemoteEngine:
         end = time.perf_counter()
         first = first if first is not None else end
         text = "".join(pieces)
-        timing = Timing(0.0, first - start, end - first, end - start, len(pieces))
+        timing = Timing(retrieval_s, first - start, end - first, end - start, len(pieces))
         try:
             boxes = self._boxes(request, text, extra, crop_size, sent_size)
-            evidence = tuple(
+            evidence = retrieved or tuple(
                 Evidence(e["text"], e["score"], e["source"], e.get("level"))
                 for e in (extra or {}).get("evidence") or ()
             )
@@ -274,24 +315,53 @@ class RemoteEngine:
             )
         )
 
-    def _messages(self, request, crop_size, sent_size) -> list[dict]:
+    def _retrieve(self, image: np.ndarray) -> tuple[Evidence, ...]:
+        """Top-k descriptions of the crop from the client's knowledge base (() without one)."""
+        if self.retriever is None:
+            return ()
+        return tuple(self.retriever.retrieve_for_image(image, self.top_k))
+
+    def _messages(self, request, crop_size, sent_size, retrieved=()) -> list[dict]:
         image_part = {
             "type": "image_url",
             "image_url": {"url": png_data_uri(request.image, sent_size)},
         }
+        before_part = None
+        if request.before is not None:  # change tasks: the earlier image first, same size
+            before_part = {
+                "type": "image_url",
+                "image_url": {"url": png_data_uri(request.before, sent_size)},
+            }
         if self.geolens:  # engine.serve renders its own prompt
             text = request.question or ""
         else:
             region_text = ""
             if request.region_px is not None:
                 region_text = self.convention.encode(request.region_px, crop_size, sent_size)
-            text = self.prompts.render(request.task, request.question, request.labels, region_text)
+            text = self.prompts.render(
+                request.task,
+                request.question,
+                request.labels,
+                region_text,
+                context_texts=tuple(e.text for e in retrieved),
+            )
         messages = (
             [{"role": "system", "content": self.prompts.system}] if self.prompts.system else []
         )
-        return messages + [
-            {"role": "user", "content": [image_part, {"type": "text", "text": text}]}
-        ]
+        if before_part is None:
+            content = [image_part, {"type": "text", "text": text}]
+        elif self.geolens:  # engine.serve: before, after, then the question
+            content = [before_part, image_part, {"type": "text", "text": text}]
+        else:  # the family's labels before each image, as the in-process prompt has them
+            label_before, label_after = self.prompts.pair_labels
+            content = [
+                {"type": "text", "text": label_before},
+                before_part,
+                {"type": "text", "text": label_after},
+                image_part,
+                {"type": "text", "text": text},
+            ]
+        return messages + [{"role": "user", "content": content}]
 
     def _open(self, messages: list[dict], request):
         extra_body = None
@@ -327,7 +397,7 @@ class RemoteEngine:
     def _boxes(
         self, request, text: str, extra: dict | None, crop_size, sent_size
     ) -> tuple[BoxPx, ...]:
-        if request.task is not Task.GROUND:
+        if not request.task.has_boxes:  # ground, change_ground (after-crop pixels)
             return ()
         if extra is not None and extra.get("boxes_px") is not None:
             return tuple(
@@ -424,6 +494,30 @@ class RemoteEngine:
                 "server's log"
             )
         return f"the model server at {url} refused the request ({status}: {said})"
+
+
+def load_retriever(config: RetrievalConfig):
+    """The retriever (CLIP + knowledge base, on the CPU) of ``config``, as the engine loads it.
+
+    The shipped demo knowledge base records its build-time embedder path, so for it the demo's
+    saved CLIP (``assets/demo/clip``) is used, as ``engine.demo.load_demo_retriever`` does.
+    """
+    import dataclasses
+
+    from engine.config import QuantConfig
+    from engine.engine import _load_retriever
+    from engine.model.loading import resolve_placement
+
+    if config.kb_dir is None:
+        raise ConfigError("retrieval needs a knowledge base folder (--kb DIR)")
+    if config.clip_embedder_dir is None and config.clip_checkpoint is None:
+        from engine.demo.manifest import DEMO_MANIFEST, read_demo_manifest
+
+        if DEMO_MANIFEST.is_file():
+            demo = read_demo_manifest(DEMO_MANIFEST)
+            if demo.kb_dir is not None and Path(config.kb_dir).resolve() == demo.kb_dir.resolve():
+                config = dataclasses.replace(config, clip_embedder_dir=demo.embedder_dir)
+    return _load_retriever(config, resolve_placement("cpu", QuantConfig(mode="none")))
 
 
 def _server_message(exc) -> str:

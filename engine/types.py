@@ -11,7 +11,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Answer", "BoxPx", "Evidence", "Level", "Task", "Timing"]
+__all__ = ["CHANGE_TASKS", "Answer", "BoxPx", "Evidence", "Level", "Task", "Timing"]
 
 
 class Task(str, enum.Enum):
@@ -22,6 +22,21 @@ class Task(str, enum.Enum):
     GROUND = "ground"  # boxes for a phrase ("where are the storage tanks?")
     CLASSIFY = "classify"  # pick one scene class from given labels
     REGION = "region"  # ask about a box inside the crop
+    # Change tasks take two crops of the same ground on one pixel grid: ``before`` (earlier) and
+    # the request's image (later, "after"); boxes come back in the after crop's pixels.
+    CHANGE_CAPTION = "change_caption"  # describe what changed between the two dates
+    CHANGE_GROUND = "change_ground"  # boxes of what changed ("where are the new buildings?")
+    CHANGE_ASK = "change_ask"  # a free question about the change
+
+    @property
+    def is_change(self) -> bool:
+        """True for the two-image change tasks (they need a ``before`` crop)."""
+        return self in CHANGE_TASKS
+
+    @property
+    def has_boxes(self) -> bool:
+        """True for the tasks whose answer is boxes (``ground``, ``change_ground``)."""
+        return self in (Task.GROUND, Task.CHANGE_GROUND)
 
     @classmethod
     def parse(cls, value: Task | str) -> Task:
@@ -35,6 +50,9 @@ class Task(str, enum.Enum):
 
             known = ", ".join(t.value for t in cls)
             raise InputError(f"unknown task {value!r}; use one of: {known}") from None
+
+
+CHANGE_TASKS = frozenset({Task.CHANGE_CAPTION, Task.CHANGE_GROUND, Task.CHANGE_ASK})
 
 
 class Level(str, enum.Enum):

@@ -18,6 +18,9 @@ tiles of the model's input size; --tile_crops--> (PlannedTile, Crop), one window
 boxes per tile --tile_detections--> raster px --merge_tiles (NMS or WBF + seam rule)-->
 MergedBox objects (:mod:`tiles.tiling`, :mod:`tiles.merge`).
 
+Two dates: before + after Raster + one region --read_crop_pair--> CropPair (both crops warped
+onto one grid, the after raster's by default, one transform; :mod:`tiles.pairs`).
+
 Boxes are taken as users have them (:data:`tiles.types.BoxesPx`: tuples, objects with
 x0/y0/x1/y1 or ``xyxy``, N x 4 or N x 5 arrays with angle_deg; :func:`as_boxes_px`).
 
@@ -89,6 +92,7 @@ from tiles.merge import (
     tile_detections,
 )
 from tiles.opening import DEFAULT_POLICY, OpenPolicy, open_dataset
+from tiles.pairs import CropPair, PairGrid, PairOverlapError, read_crop_pair
 from tiles.pixelspace import (
     LEAFLET_SIMPLE,
     PIXEL,
@@ -158,6 +162,7 @@ __all__ = [
     "Catalog",
     "Crop",
     "CropError",
+    "CropPair",
     "EmptyRasterError",
     "GeoJSONReadError",
     "GeoJSONWriteError",
@@ -167,6 +172,8 @@ __all__ = [
     "OpenCancelledError",
     "OpenJob",
     "OpenPolicy",
+    "PairGrid",
+    "PairOverlapError",
     "PixelTileScheme",
     "PlannedTile",
     "Raster",
@@ -218,6 +225,7 @@ __all__ = [
     "px_to_leaflet_simple",
     "px_to_lonlat",
     "read_crop",
+    "read_crop_pair",
     "read_geojson",
     "region_window",
     "render_pixel_tile",

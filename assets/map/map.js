@@ -7,9 +7,12 @@
 //
 // Data contract (props.value, a JSON object, see app/map_view.py):
 //   from Python: rasters[], active, results_seq, selected[], basemaps[], point_size_m, fit_seq,
-//                focus {space, bounds, seq}
+//                focus {space, bounds, seq}, compare {after, before, names, dates} (two dates:
+//                a swipe, before left of the divider, after right; null/before null: none)
 //   Stored results never travel in the value: they are fetched from GET /results/features for
 //   the current view (bbox) when the map moves or results_seq changes, newest first, capped.
+//   pending {raster, space, features} (or null): boxes a running whole-scene search has found
+//   so far, drawn dashed until the stored result arrives (then the value has no pending).
 //   from here:   drawn (a GeoJSON Feature or null): properties.space is "lonlat" (EPSG:4326,
 //                lon first) or "pixel" (raster pixels, x right, y down); properties.shape is
 //                "rectangle", "polygon" or "point"; plus drawn_seq (increments per edit).
@@ -20,12 +23,13 @@
 const TASK_COLORS = {ask: "#2563eb", caption: "#059669", ground: "#d97706", classify: "#7c3aed", region: "#dc2626"};
 const BOX_COLOR = "#f97316";
 const SELECTED_COLOR = "#facc15";
+const CHANGE_COLOR = "#e11d48";  // boxes of a change answer (two dates), drawn on the after raster
 
 const root = element.querySelector(".gl-map");
 const statusLine = element.querySelector(".gl-map-status");
 const state = {
   map: null, kind: null, control: null, drawControl: null, drawnItems: null,
-  resultsLayer: null, rasterLayers: {}, baseLayers: {}, activeId: null, fitSeq: null,
+  resultsLayer: null, pendingLayer: null, rasterLayers: {}, baseLayers: {}, activeId: null, fitSeq: null,
   drawnFeature: null, drawnSeq: 0, value: {},
   results: {features: [], shown: 0, total: 0}, resultsSeq: null, fetchTimer: null, fetchCtl: null,
   focusSeq: null, resultsNote: null,
@@ -66,6 +70,7 @@ function rasterBounds(r) {
 function buildMap(kind) {
   if (state.map) { state.map.remove(); }
   state.noticeCtl = null;
+  state.sideBySide = null; state.compareBefore = null; state.compareIds = null;  // belonged to the old map
   state.rasterLayers = {}; state.baseLayers = {}; state.activeId = null; state.fitSeq = null;
   const map = L.map(root, {
     crs: kind === "pixel" ? L.CRS.Simple : L.CRS.EPSG3857,
@@ -76,6 +81,7 @@ function buildMap(kind) {
   state.map = map; state.kind = kind;
   state.drawnItems = L.featureGroup().addTo(map);
   state.resultsLayer = L.featureGroup().addTo(map);
+  state.pendingLayer = L.featureGroup().addTo(map);
   addDrawControl(map);
   addZoomToRasterControl(map);
   addResultsNote(map);
@@ -205,6 +211,41 @@ function syncLayers(v) {
   rebuildLayerControl(v);
 }
 
+// --- two dates: swipe between the "before" raster (left of the divider) and the shown one ---
+// v.compare = {after, before, before_raster, after_raster, before_date, after_date} (app/compare.py);
+// the swipe is leaflet-side-by-side (assets/vendor/leaflet-side-by-side), shown while the
+// compared "after" raster is the active one on a lon/lat map.
+function syncCompare(v) {
+  const map = state.map;
+  const c = v.compare;
+  const before = c && c.before ? state.rasterLayers[c.before] : null;
+  const after = c ? state.rasterLayers[c.after] : null;
+  const on = !!(before && after && state.kind === "lonlat" && c.after === v.active && L.control.sideBySide);
+  if (!on) {
+    if (state.sideBySide) { state.sideBySide.remove(); state.sideBySide = null; }
+    if (state.compareBefore && state.compareBefore !== state.rasterLayers[v.active] && map.hasLayer(state.compareBefore)) {
+      map.removeLayer(state.compareBefore);
+    }
+    state.compareBefore = null; state.compareIds = null;
+    element.dataset.compare = "";
+    return;
+  }
+  if (state.compareBefore && state.compareBefore !== before && state.compareBefore !== after &&
+      map.hasLayer(state.compareBefore)) {
+    map.removeLayer(state.compareBefore);
+  }
+  if (!map.hasLayer(before)) { before.addTo(map); }
+  after.bringToFront();
+  if (!state.sideBySide) {
+    state.sideBySide = L.control.sideBySide(before, after).addTo(map);
+  } else {
+    state.sideBySide.setLeftLayers(before);
+    state.sideBySide.setRightLayers(after);
+  }
+  state.compareBefore = before; state.compareIds = [c.before, c.after];
+  element.dataset.compare = c.before + ">" + c.after;
+}
+
 function rebuildLayerControl(v) {
   if (state.control) { state.control.remove(); }
   const bases = {};
@@ -232,6 +273,11 @@ function rebuildLayerControl(v) {
 function popupHtml(p, selected) {
   const rows = [["task", p.task], ["question", p.question], ["answer", p.answer],
                 ["label", p.label], ["score", p.score === null || p.score === undefined ? null : Number(p.score).toFixed(3)],
+                ["found", p.scan ? p.scan.count + " (" + p.scan.tiles_done + " of " + p.scan.tiles_total + " tiles" +
+                                   (p.scan.stopped ? ", stopped" : "") + ")" : null],
+                ["tiles", p.tiles],
+                ["before", p.before_raster ? p.before_raster + (p.before_date ? " (" + p.before_date + ")" : "") : null],
+                ["after", p.after_raster ? p.after_raster + (p.after_date ? " (" + p.after_date + ")" : "") : null],
                 ["model", p.model], ["created", p.created_at]];
   const body = rows.filter(r => r[1] !== null && r[1] !== undefined && r[1] !== "")
     .map(r => "<tr><th>" + esc(r[0]) + "</th><td>" + esc(r[1]) + "</td></tr>").join("");
@@ -249,6 +295,9 @@ function featureToLayer(r, feature) {
 }
 
 function resultStyle(p, selected) {
+  if (p.kind === "box" && p.before_raster) {
+    return {color: selected ? SELECTED_COLOR : CHANGE_COLOR, weight: selected ? 4 : 3, fillOpacity: 0.15};
+  }
   if (p.kind === "box") {
     return {color: selected ? SELECTED_COLOR : BOX_COLOR, weight: selected ? 4 : 2, fillOpacity: 0.12};
   }
@@ -323,8 +372,30 @@ function renderResults() {
       more + " results in view; zoom in to see the others.";
   }
   element.dataset.resultLayers = String(features.length);
+  if (!state.value.pending) { renderPending(state.value); }  // the stored result replaced them
   element.dataset.resultsShown = String(shown);
   element.dataset.resultsTotal = String(total);
+}
+
+function renderPending(v) {
+  // Boxes of a running whole-scene search (not stored yet): dashed, redrawn on every update.
+  state.pendingLayer.eachLayer(l => { if (l.getTooltip && l.getTooltip()) { l.unbindTooltip(); } });
+  state.pendingLayer.clearLayers();
+  const pending = v.pending;
+  const r = activeRaster(v);
+  if (!pending || !r || pending.raster !== r.id) { element.dataset.pendingBoxes = "0"; return; }
+  const features = pending.features || [];
+  features.forEach(f => {
+    const p = f.properties;
+    const layer = featureToLayer(r, f);
+    if (layer.setStyle) { layer.setStyle({color: BOX_COLOR, weight: 2, dashArray: "4 3", fillOpacity: 0.08}); }
+    if (p.label) {  // on hover only: permanent labels cost a layout each, on every update
+      const score = p.score === null || p.score === undefined ? "" : " " + Number(p.score).toFixed(2);
+      layer.bindTooltip(esc(p.label + score), {direction: "top", className: "gl-box-label"});
+    }
+    state.pendingLayer.addLayer(layer);
+  });
+  element.dataset.pendingBoxes = String(features.length);
 }
 
 function toggleSelected(resultId) {
@@ -395,6 +466,7 @@ function sync() {
   const previousDrawing = state.drawnFeature;
   if (rebuilt) { buildMap(kind); }
   syncLayers(v);
+  syncCompare(v);
   const activeChanged = r && r.id !== state.activeId;
   if (activeChanged && previousDrawing && previousDrawing.properties.raster_id !== r.id) {
     // A drawing belongs to the raster it was drawn on: switching rasters clears it, visibly.
@@ -419,6 +491,7 @@ function sync() {
   } else {
     renderResults();
   }
+  if (v.pending) { renderPending(v); }
   element.dataset.activeRaster = state.activeId || "";
   element.dataset.mapKind = state.kind;
   const drawnText = JSON.stringify(state.drawnFeature);
@@ -446,10 +519,12 @@ window.geolens = {
     return l.getLatLng ? [[l.getLatLng().lng, l.getLatLng().lat]] : flat(l.getLatLngs()[0]);
   },
   resultLayerCount: () => (state.resultsLayer ? state.resultsLayer.getLayers().length : 0),
+  pendingCount: () => (state.pendingLayer ? state.pendingLayer.getLayers().length : 0),
   resultsLoading: () => element.dataset.resultsLoading === "1",
   notice: () => (state.noticeCtl && state.noticeCtl.getContainer() ? state.noticeCtl.getContainer().textContent : ""),
   resultsCounts: () => ({shown: state.results.shown || 0, total: state.results.total || 0}),
   tileLayerUrls: () => Object.values(state.rasterLayers).map(l => l._url),
+  compare: () => (state.sideBySide ? {before: state.compareIds[0], after: state.compareIds[1]} : null),
 };
 
 statusLine.textContent = "Draw a rectangle, polygon or point (toolbar on the left), then ask.";

@@ -15,6 +15,7 @@ from engine.data.captions import load_captions
 from engine.data.dior import load_dior_obb, load_dior_rsvg
 from engine.data.dota import load_dota
 from engine.data.instructions import Sample, read_jsonl
+from engine.data.levir_cc import load_levir_cc
 from engine.data.rsvqa import load_rsvqa
 from engine.data.scenes import load_scene_folders
 from engine.errors import ConfigError
@@ -31,6 +32,7 @@ FORMATS: dict[str, Loader] = {
     "dota": load_dota,  # DOTA labelTxt: 8 corner coordinates, class, difficulty
     "scene_folders": load_scene_folders,  # root/<class>/<image>
     "captions": load_captions,  # <split>_caps.txt + <split>_filename.txt
+    "levir_cc": load_levir_cc,  # LevirCCcaptions.json + <split>/A, <split>/B change pairs
 }
 
 

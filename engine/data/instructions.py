@@ -17,6 +17,16 @@ x1, y1 and optional label, angle_deg), ``labels`` (classification choices), ``re
 ("scene"/"object"), ``source``. Relative ``image_path`` values are relative to the JSONL file's
 folder. In-memory images (``Sample.image``) cannot be written: save them as files first.
 
+Change samples (tasks ``change_caption``, ``change_ground``, ``change_ask``) show two images of
+the same ground on one pixel grid: ``image_path`` is the later ("after") image and
+``before_image_path`` the earlier one, of the same size; boxes are in the after image's pixels.
+A ``change_ground`` sample may have no boxes (nothing changed: its answer says so)::
+
+    {"id": "pair:3:change_ground", "task": "change_ground", "question": "new building",
+     "answer": "[120, 340, 560, 780]", "image_path": "pairs/3_after.png",
+     "before_image_path": "pairs/3_before.png", "image_size_px": [256, 256],
+     "boxes_px": [{"x0": 30.7, "y0": 87.0, "x1": 143.4, "y1": 199.7, "label": "new building"}]}
+
 Conventions: ``classify`` and ``caption`` samples may have an empty question (the prompt
 template supplies the instruction); ``ground`` answers hold the boxes as grid text
 (:meth:`engine.data.boxes.GridBox.text`, one box per line), the ``grid1000`` convention that
@@ -48,12 +58,14 @@ __all__ = [
     "write_jsonl",
 ]
 
-_NEEDS_QUESTION = (Task.ASK, Task.GROUND, Task.REGION)
+_NEEDS_QUESTION = (Task.ASK, Task.GROUND, Task.REGION, Task.CHANGE_ASK)
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One instruction example. Exactly one of ``image_path`` / ``image`` (uint8 HxWx3) is set."""
+    """One instruction example. Exactly one of ``image_path`` / ``image`` (uint8 HxWx3) is set;
+    change tasks also have exactly one of ``before_image_path`` / ``before_image`` (the earlier
+    image, same size; ``image`` is then the later one)."""
 
     id: str
     task: Task
@@ -69,6 +81,8 @@ class Sample:
     question_type: str | None = None  # e.g. RSVQA "presence", "comp"; per-type accuracy
     level: Level | None = None
     source: str = ""
+    before_image_path: str | None = None
+    before_image: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)
@@ -86,6 +100,7 @@ class Sample:
         set_("labels", tuple(self.labels))
         set_("references", tuple(self.references))
         self._check_image()
+        self._check_before()
         self._check_task_fields()
 
     def _check_image(self) -> None:
@@ -119,6 +134,32 @@ class Sample:
                 )
             object.__setattr__(self, "image_size_px", (int(w), int(h)))
 
+    def _check_before(self) -> None:
+        has_before = self.before_image_path is not None or self.before_image is not None
+        if self.task.is_change and not has_before:
+            raise ValueError(
+                f"Sample {self.id}: task {self.task.value!r} needs the earlier image "
+                "(before_image_path or before_image)"
+            )
+        if has_before and not self.task.is_change:
+            raise ValueError(
+                f"Sample {self.id}: a before image is only for change tasks, not "
+                f"{self.task.value!r}"
+            )
+        if self.before_image_path is not None and self.before_image is not None:
+            raise ValueError(
+                f"Sample {self.id}: set only one of before_image_path and before_image"
+            )
+        if self.before_image is not None:
+            img = self.before_image
+            if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3):
+                raise ValueError(f"Sample {self.id}: before_image must be uint8 (H, W, 3)")
+            if self.image is not None and img.shape != self.image.shape:
+                raise ValueError(
+                    f"Sample {self.id}: before_image {img.shape} and image {self.image.shape} "
+                    "differ; both must be on one pixel grid"
+                )
+
     def _check_task_fields(self) -> None:
         if self.task in _NEEDS_QUESTION and not self.question.strip():
             raise ValueError(f"Sample {self.id}: task {self.task.value!r} needs a question")
@@ -130,7 +171,7 @@ class Sample:
             )
         if (self.boxes_px or self.region_px is not None) and self.image_size_px is None:
             raise ValueError(f"Sample {self.id}: boxes need image_size_px (width, height)")
-        if self.task is Task.GROUND and not self.boxes_px:
+        if self.task is Task.GROUND and not self.boxes_px:  # change_ground may have none
             raise ValueError(f"Sample {self.id}: a 'ground' sample needs at least one box")
         if self.task is Task.REGION and self.region_px is None:
             raise ValueError(f"Sample {self.id}: a 'region' sample needs region_px")
@@ -155,6 +196,26 @@ class Sample:
         if self.image is not None:
             return self.image
         return read_rgb(self.image_path)
+
+    def load_before_image(self) -> np.ndarray | None:
+        """The earlier image of a change sample (uint8 (H, W, 3)), or None."""
+        if self.before_image is not None:
+            return self.before_image
+        return read_rgb(self.before_image_path) if self.before_image_path is not None else None
+
+    def load_images(self) -> list[np.ndarray]:
+        """The images in prompt order: ``[before, after]`` for change samples, else ``[image]``.
+        Raises :class:`DataFormatError` when a pair's two images differ in size."""
+        after = self.load_image()
+        before = self.load_before_image()
+        if before is None:
+            return [after]
+        if before.shape != after.shape:
+            raise DataFormatError(
+                f"sample {self.id}: before image {before.shape[1]}x{before.shape[0]} and after "
+                f"image {after.shape[1]}x{after.shape[0]} differ; write both on one pixel grid"
+            )
+        return [before, after]
 
 
 def _parse_level(value: Level | str) -> Level:
@@ -206,6 +267,12 @@ def sample_to_json(sample: Sample, base_dir: Path | None = None) -> dict:
         "answer": sample.answer,
     }
     row["image_path"] = _relative_path(sample.image_path, base_dir)
+    if sample.before_image is not None:
+        raise DataFormatError(
+            f"sample {sample.id} holds an in-memory before image; save it and set before_image_path"
+        )
+    if sample.before_image_path is not None:
+        row["before_image_path"] = _relative_path(sample.before_image_path, base_dir)
     if sample.image_size_px is not None:
         row["image_size_px"] = list(sample.image_size_px)
     if sample.boxes_px:
@@ -238,6 +305,7 @@ _KNOWN_KEYS = {
     "question",
     "answer",
     "image_path",
+    "before_image_path",
     "image_size_px",
     "boxes_px",
     "region_px",
@@ -263,6 +331,11 @@ def sample_from_json(row: dict, base_dir: Path | None = None) -> Sample:
     if base_dir is not None and not os.path.isabs(image_path):
         image_path = str(base_dir / image_path)
     size = row.get("image_size_px")
+    before_path = row.get("before_image_path")
+    if before_path is not None:
+        before_path = str(before_path)
+        if base_dir is not None and not os.path.isabs(before_path):
+            before_path = str(base_dir / before_path)
     return Sample(
         id=str(row["id"]),
         task=row["task"],
@@ -277,6 +350,7 @@ def sample_from_json(row: dict, base_dir: Path | None = None) -> Sample:
         question_type=row.get("question_type"),
         level=row.get("level"),
         source=row.get("source", ""),
+        before_image_path=before_path,
     )
 
 

@@ -5,6 +5,9 @@ Examples::
     python -m engine.evaluate --task ask --data data/rsvqa_lr --format rsvqa \\
         --model /models/qwen2.5-vl-3b --backbone qwen2.5-vl --average-over presence,comp
     python -m engine.evaluate --task ground --data data/test.jsonl --demo --out eval/ground
+    python -m engine.evaluate --task change_caption --data Levir-CC-dataset --format levir_cc \
+        --option split=test --demo
+    python -m engine.evaluate --task change_ground --data pairs/test.jsonl --demo
 
 Writes ``<out>/predictions.jsonl`` (one row per sample, with correctness or IoU) and
 ``<out>/metrics.json``, and prints the summary table. ``--demo`` uses the shipped demo model
@@ -30,7 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m engine.evaluate", description=__doc__.split("\n")[0]
     )
     p.add_argument(
-        "--task", required=True, choices=("ask", "classify", "ground", "caption", "region")
+        "--task",
+        required=True,
+        choices=(
+            "ask",
+            "classify",
+            "ground",
+            "caption",
+            "region",
+            "change_caption",
+            "change_ground",
+            "change_ask",
+        ),
     )
     p.add_argument("--data", required=True, help="dataset file or folder")
     p.add_argument("--format", default="jsonl", help="dataset format (engine.data.FORMATS)")

@@ -6,6 +6,13 @@
 * ``ground``: Acc@0.5 and mean IoU of the first predicted box against the first reference box,
   overall and per question type when there are several;
 * ``caption``: BLEU-1, ROUGE-1, METEOR and (with a local encoder) BERTScore-F1.
+* ``change_caption``: change/no-change accuracy (the caption says "no change" or not; the truth
+  is the sample's ``question_type`` "change"/"no_change", else its reference caption), then the
+  caption metrics against the references;
+* ``change_ground``: change-grounding Acc@0.5 (reference change boxes found), precision@0.5 and
+  mIoU (:func:`engine.metrics.change_grounding_scores`), and change/no-change accuracy (a pair
+  is called changed when the answer has a box; the truth: the sample has reference boxes);
+* ``change_ask``: accuracy after answer normalisation, as ``ask``.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from engine.errors import InputError
 from engine.evaluation.runner import Prediction
 from engine.metrics import (
     caption_scores,
+    change_detection_accuracy,
+    change_grounding_scores,
     classification_accuracy,
     format_table,
     grounding_scores,
+    says_no_change,
     vqa_accuracy,
 )
 from engine.types import Task
@@ -69,8 +79,12 @@ def summarize(
     wrong = sorted({s.task.value for s in samples if s.task is not task})
     if wrong:
         raise InputError(f"--task {task.value} but the data has {wrong} samples; filter them")
-    if task in (Task.ASK, Task.REGION):
+    if task in (Task.ASK, Task.REGION, Task.CHANGE_ASK):
         return _vqa(task, samples, predictions, options, name)
+    if task is Task.CHANGE_CAPTION:
+        return _change_caption(samples, predictions, options, name)
+    if task is Task.CHANGE_GROUND:
+        return _change_ground(samples, predictions, name)
     if task is Task.CLASSIFY:
         return _classify(samples, predictions, name)
     if task is Task.GROUND:
@@ -123,3 +137,51 @@ def _caption(samples, predictions, options, name) -> EvalReport:
     )
     note = f"METEOR: {report.meteor_variant}" + (f"; {report.note}" if report.note else "")
     return EvalReport(Task.CAPTION, {name: report.row()}, (), report.n, note)
+
+
+def truth_changed(sample: Sample) -> bool:
+    """Whether a change sample's pair changed: ``question_type`` "change"/"no_change" when set;
+    else a ``change_ground`` sample changed when it has boxes, a caption when its reference does
+    not say "no change"."""
+    if sample.question_type in ("change", "no_change"):
+        return sample.question_type == "change"
+    if sample.task is Task.CHANGE_GROUND:
+        return bool(sample.boxes_px)
+    return not says_no_change(sample.answer)
+
+
+def _change_caption(samples, predictions, options, name) -> EvalReport:
+    detection = change_detection_accuracy(
+        [not says_no_change(p.text) for p in predictions], [truth_changed(s) for s in samples]
+    )
+    references = [s.references or (s.answer,) for s in samples]
+    captions = caption_scores(
+        [p.text for p in predictions], references, bertscore_model=options.bertscore_model
+    )
+    rows = {name: {**detection.row(), **captions.row()}}
+    changed = [i for i, s in enumerate(samples) if truth_changed(s)]
+    if changed and len(changed) < len(samples):  # caption scores on the changed pairs alone
+        sub = caption_scores(
+            [predictions[i].text for i in changed],
+            [references[i] for i in changed],
+            bertscore_model=options.bertscore_model,
+        )
+        rows[f"{name} / changed pairs"] = {"change_acc": None, **sub.row()}
+    note = f"METEOR: {captions.meteor_variant}" + (f"; {captions.note}" if captions.note else "")
+    return EvalReport(Task.CHANGE_CAPTION, rows, detection.correct, detection.n, note)
+
+
+def _change_ground(samples, predictions, name) -> EvalReport:
+    report = change_grounding_scores(
+        [p.boxes_px for p in predictions], [s.boxes_px for s in samples]
+    )
+    detection = change_detection_accuracy(
+        [bool(p.boxes_px) for p in predictions], [truth_changed(s) for s in samples]
+    )
+    rows = {name: {**report.row(), "change_acc": detection.accuracy}}
+    note = (
+        f"{report.n_boxes} reference change boxes in {report.n} pairs; Acc@0.5 = share of them "
+        "matched one to one by a predicted box at IoU >= 0.5"
+    )
+    found_all = tuple(v == 1.0 for v in report.per_sample)  # every change box of the pair found
+    return EvalReport(Task.CHANGE_GROUND, rows, found_all, report.n, note)

@@ -2,7 +2,8 @@
 
 Samples that ask the same thing (task, question, labels) are answered together with
 :meth:`engine.Engine.run_batch` in chunks of ``batch_size`` (left-padded batched generation);
-``region`` samples, which carry their own box, run one at a time with :meth:`engine.Engine.run`.
+``region`` samples, which carry their own box, and change samples (two images: ``before=``)
+run one at a time with :meth:`engine.Engine.run`.
 Predictions come back in the order of the samples and can be written as JSONL.
 """
 
@@ -44,7 +45,7 @@ def predict(engine, samples: Sequence[Sample], batch_size: int = 16, progress: b
     groups: dict[tuple, list[int]] = {}
     singles: list[int] = []
     for i, sample in enumerate(samples):
-        if sample.task is Task.REGION:
+        if sample.task is Task.REGION or sample.task.is_change:
             singles.append(i)
         else:
             groups.setdefault(_group_key(sample), []).append(i)
@@ -64,7 +65,11 @@ def predict(engine, samples: Sequence[Sample], batch_size: int = 16, progress: b
             bar.update(len(chunk))
     for i in singles:
         s = samples[i]
-        answer = engine.run(s.load_image(), s.task, s.question or None, s.region_px.xyxy)
+        if s.task.is_change:
+            before, after = s.load_images()
+            answer = engine.run(after, s.task, s.question or None, before=before)
+        else:
+            answer = engine.run(s.load_image(), s.task, s.question or None, s.region_px.xyxy)
         out[i] = Prediction.from_answer(s, answer)
         bar.update(1)
     bar.close()

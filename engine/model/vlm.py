@@ -5,6 +5,10 @@ Sequence fed to the LLM (one image per sample, left-padded batch)::
     [chat prefix] <|vision_start|> [image tokens x N_img] [semantic tokens x L*N_a] <|vision_end|>
     [user text] [assistant prefix] [answer ...]
 
+A change sample has two such blocks (before, then after, each after its label text); the
+prompter runs once per block (its query rows are per image) and the experts see both blocks'
+image and semantic tokens with their roles.
+
 Image tokens come from the backbone's encoder, semantic tokens from the prompter (level-major:
 level 0's N_a tokens first); both are placed with a masked scatter after a count check. Token roles
 (image / text / semantic level k) are computed here and set on the shared
@@ -125,14 +129,15 @@ class SemanticVLM(nn.Module):
         if self.prompter is None:
             return embeds, roles, deepstack
         semantic_slots = ids == bb.semantic_token_id  # (B, T)
-        per_row = semantic_slots.sum(dim=1)
-        _check_count("semantic", int(per_row.min()), self.num_semantic_tokens)
-        _check_count("semantic", int(per_row.max()), self.num_semantic_tokens)
-        tokens = self.prompter(self._prompter_inputs(batch, encoded))  # (B, L*N_a, D)
+        per_row = semantic_slots.sum(dim=1).tolist()
+        for row, count in zip(per_row, batch.images.counts):  # one L*N_a block per image
+            _check_count("semantic", row, count * self.num_semantic_tokens)
+        # one prompter pass per image block: (N_images, L*N_a, D), in slot order
+        tokens = self.prompter(self._prompter_inputs(batch, encoded))
         embeds = embeds.masked_scatter(semantic_slots[..., None], tokens.to(embeds.dtype))
         n_a = self.prompter.num_tokens
         levels = torch.arange(self.num_semantic_tokens, device=ids.device) // n_a  # slot -> level
-        roles[semantic_slots] = (SEMANTIC + levels).repeat(len(batch))
+        roles[semantic_slots] = (SEMANTIC + levels).repeat(len(batch.images))
         return embeds, roles, deepstack
 
     def _prompter_inputs(self, batch: VLMBatch, encoded: EncodedImages) -> PrompterInputs:

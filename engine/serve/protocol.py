@@ -5,9 +5,13 @@ A request is one image and one question (the engine answers single turns):
 * ``messages``: the image is the one ``image_url`` part in any user message, a ``data:`` URI with
   a base64 PNG or JPEG (the server fetches no URLs); the question is the text of the *last* user
   message. System messages and earlier turns are ignored (the engine brings its own prompts).
+  Change requests send two ``image_url`` parts, the earlier ("before") image first and the later
+  ("after") one second, of the same size; the task is then ``change_caption`` (no text),
+  ``change_ask`` (text) or the ``change_*`` task named, and boxes are in the after image's pixels.
 * The task: the extra body field ``geolens`` when present, ``{"task": "ground", "labels": [...],
   "region_px": [x0, y0, x1, y1]}`` (the text is then the question as is); else a slash prefix in
   the text: ``/ask``, ``/caption``, ``/ground <phrase>``, ``/classify <label>, <label>, ...``,
+  ``/change_caption``, ``/change_ground <phrase>``, ``/change_ask <question>``,
   ``/region <x0>,<y0>,<x1>,<y1> <question>`` (region in pixels of the sent image); else ``ask``.
 * Decoding is always greedy; ``temperature``, ``top_p``, ``max_tokens`` and other sampling fields
   are accepted and ignored (the answer length is the server's ``--max-new-tokens``); ``n`` must
@@ -96,16 +100,20 @@ class ChatRequest:
     labels: tuple[str, ...] = ()
     region_px: tuple[float, ...] | None = None
     stream: bool = False
+    before: np.ndarray | None = field(default=None, compare=False)  # change tasks: earlier image
 
     def engine_args(self) -> dict:
         """Keyword arguments of :meth:`engine.Engine.stream` / ``run``."""
-        return {
+        args = {
             "image": self.image,
             "task": self.task,
             "question": self.question,
             "region_px": self.region_px,
             "labels": self.labels or None,
         }
+        if self.before is not None:
+            args["before"] = self.before
+        return args
 
 
 def parse_chat_request(body: object) -> ChatRequest:
@@ -135,21 +143,38 @@ def parse_chat_request(body: object) -> ChatRequest:
             '{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}',
             param="messages",
         )
-    if len(images) > 1:
+    if len(images) > 2:
         raise ApiError(
             400,
-            f"one image per request: got {len(images)}; send each image in its own request",
+            f"at most two images per request (before, after for a change task): got "
+            f"{len(images)}; send each other image in its own request",
             param="messages",
         )
-    task, question, labels, region = _task_of(text, body.get("geolens"))
+    task, question, labels, region = _task_of(text, body.get("geolens"), pair=len(images) == 2)
+    if len(images) == 2 and not task.is_change:
+        raise ApiError(
+            400,
+            f"two images are for the change tasks (change_caption, change_ground, change_ask), "
+            f"not {task.value!r}; send one image, or ask a change task",
+            param="messages",
+        )
+    if len(images) == 1 and task.is_change:
+        raise ApiError(
+            400,
+            f"task {task.value!r} compares two dates: send two image_url parts, the earlier "
+            "(before) image first, then the later (after) one",
+            param="messages",
+        )
+    decoded = [decode_data_uri(url) for url in images]
     return ChatRequest(
         model=model,
-        image=decode_data_uri(images[0]),
+        image=decoded[-1],
         task=task,
         question=question,
         labels=labels,
         region_px=region,
         stream=stream,
+        before=decoded[0] if len(decoded) == 2 else None,
     )
 
 
@@ -193,8 +218,12 @@ def _read_messages(messages: list) -> tuple[list[str], str]:
     return images, text
 
 
-def _task_of(text: str, extra: object) -> tuple[Task, str | None, tuple[str, ...], tuple | None]:
-    """(task, question, labels, region) from the ``geolens`` field or the text's slash prefix."""
+def _task_of(
+    text: str, extra: object, pair: bool = False
+) -> tuple[Task, str | None, tuple[str, ...], tuple | None]:
+    """(task, question, labels, region) from the ``geolens`` field or the text's slash prefix.
+    With two images (``pair``) and no task named, the task is ``change_ask`` when there is
+    text, else ``change_caption``."""
     text = text.strip()
     if extra is not None:
         if not isinstance(extra, dict):
@@ -208,7 +237,8 @@ def _task_of(text: str, extra: object) -> tuple[Task, str | None, tuple[str, ...
                 f"'geolens' has unknown fields {sorted(unknown)}; known: task, labels, region_px",
                 param="geolens",
             )
-        task = _task(extra.get("task", "ask"))
+        default = ("change_ask" if text else "change_caption") if pair else "ask"
+        task = _task(extra.get("task", default))
         labels = extra.get("labels") or ()
         if not isinstance(labels, list | tuple) or not all(isinstance(x, str) for x in labels):
             raise ApiError(
@@ -218,6 +248,8 @@ def _task_of(text: str, extra: object) -> tuple[Task, str | None, tuple[str, ...
         return task, text or None, tuple(labels), tuple(region) if region is not None else None
     match = re.match(r"^/(\w+)\b\s*(.*)$", text, re.DOTALL)
     if match is None:
+        if pair:
+            return (Task.CHANGE_ASK if text else Task.CHANGE_CAPTION), text or None, (), None
         return Task.ASK, text or None, (), None
     task, rest = _task(match.group(1)), match.group(2).strip()
     if task is Task.CLASSIFY:

@@ -114,10 +114,15 @@ class BatchMaker:
 
     def __call__(self, samples: Sequence[Sample]) -> VLMBatch:
         bb = self.vlm.backbone
-        images_np = [s.load_image() for s in samples]
-        images = bb.preprocess(images_np)
+        per_sample = [s.load_images() for s in samples]  # [before, after] for change samples
+        images = bb.preprocess([im for ims in per_sample for im in ims])
+        images = images.grouped([len(ims) for ims in per_sample])
         rows = [
-            self.model_sample(s, images.crop_sizes_px[i], images.model_sizes_px[i])
+            self.model_sample(
+                s,
+                images.crop_sizes_px[images.grid_index(i)],
+                images.model_sizes_px[images.grid_index(i)],
+            )
             for i, s in enumerate(samples)
         ]
         pc = self.vlm.prompter_config
@@ -144,6 +149,11 @@ class BatchMaker:
             region_text=region_text,
             texts=self.retrieved.get(retrieval_key(sample), ()),
             answer=target_text(sample, prompts, crop_size, model_size),
+            before_texts=(
+                self.retrieved.get(before_retrieval_key(sample), ())
+                if sample.task.is_change
+                else ()
+            ),
         )
 
 
@@ -152,10 +162,15 @@ def retrieval_key(sample: Sample) -> str:
     return sample.image_path or sample.id
 
 
+def before_retrieval_key(sample: Sample) -> str:
+    """Key of a change sample's before image in the retrieval cache (its path, else id:before)."""
+    return sample.before_image_path or f"{sample.id}:before"
+
+
 def target_text(sample: Sample, prompts: PromptSet, crop_size, model_size) -> str:
     """The answer the model learns: grounding boxes in the prompt set's box convention
     (datasets store the 0-1000 grid, which is the ``paper`` convention as is), else the sample's
     answer."""
-    if sample.task is Task.GROUND and prompts.box_format is not BOX_CONVENTIONS["paper"]:
+    if sample.task.has_boxes and prompts.box_format is not BOX_CONVENTIONS["paper"]:
         return prompts.box_format.format_answer(list(sample.boxes_px), crop_size, model_size)
     return sample.answer

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from engine.data.instructions import Sample
-from engine.training.data import retrieval_key, source_of
+from engine.training.data import before_retrieval_key, retrieval_key, source_of
 
 __all__ = ["load_embedder", "retrieve_for_samples"]
 
@@ -41,14 +41,21 @@ def retrieve_for_samples(
     embedder = load_embedder(section)
     kb = KnowledgeBase.load(section.kb_dir, embedder)
     firsts: dict[str, Sample] = {}
+    loaders = {}
     for sample in samples:
-        firsts.setdefault(retrieval_key(sample), sample)
+        key = retrieval_key(sample)
+        if key not in firsts:
+            firsts[key], loaders[key] = sample, sample.load_image
+        if sample.task.is_change:  # the before image of a pair is searched too
+            key = before_retrieval_key(sample)
+            if key not in firsts:
+                firsts[key], loaders[key] = sample, sample.load_before_image
     keys = list(firsts)
     out: dict[str, tuple[str, ...]] = {}
     depth = section.top_k + (EXTRA_CANDIDATES if section.exclude_same_source else 0)
     for start in range(0, len(keys), batch_size):
         chunk = keys[start : start + batch_size]
-        vectors = embedder.embed_images([firsts[k].load_image() for k in chunk])
+        vectors = embedder.embed_images([loaders[k]() for k in chunk])
         for key, found in zip(chunk, kb.search(vectors, min(depth, len(kb)))):
             own = source_of(firsts[key])
             kept = [e.text for e in found if not (section.exclude_same_source and e.source == own)]

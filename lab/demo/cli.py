@@ -2,6 +2,8 @@
 
     python assets/build_demo.py                  # full build (about 9 h on 2 CPU cores)
     python assets/build_demo.py --raster-only    # only demo_scene.tif (+ ground truth), seconds
+    python assets/build_demo.py --before-only    # only the before twin demo_scene_before.tif
+                                                 # (+ change truth), seconds
     python assets/build_demo.py --no-ablations   # the shipped model only
     python assets/build_demo.py --device cuda --steps-scale 20 --work workspace/demo_x20
                                                  # 20x longer training stages on a GPU
@@ -21,7 +23,7 @@ from pathlib import Path
 from engine.atomic import write_text_atomic
 from engine.errors import ConfigError
 from lab.demo.build import build_demo
-from lab.demo.raster import write_demo_raster
+from lab.demo.raster import write_demo_before, write_demo_raster
 from lab.demo.recipe import DemoRecipe, scale_steps
 
 __all__ = ["main"]
@@ -37,6 +39,15 @@ def _record_raster(out: Path, info: dict) -> None:
     write_text_atomic(manifest, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def _record_before(out: Path, info: dict) -> None:
+    manifest = out / "demo.json"
+    data = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    data["before_raster"] = info["file"]
+    data["change_truth"] = info["change_truth"]
+    data["before_raster_info"] = info
+    write_text_atomic(manifest, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``assets/build_demo.py`` command line (see the module docstring); returns 0."""
     parser = argparse.ArgumentParser(
@@ -45,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "assets" / "demo")
     parser.add_argument("--work", type=Path, default=REPO / "workspace" / "demo_build")
     parser.add_argument("--raster-only", action="store_true")
+    parser.add_argument(
+        "--before-only", action="store_true", help="only the before twin and its change truth"
+    )
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument(
@@ -67,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.before_only:
+        _record_before(args.out, write_demo_before(args.out, recipe.raster_seed))
+        print(f"before twin written to {args.out}")
+        return 0
     if not args.raster_only:
         import torch
 
@@ -79,5 +97,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     info = write_demo_raster(args.out, recipe.raster_seed)
     _record_raster(args.out, info)
+    _record_before(args.out, write_demo_before(args.out, recipe.raster_seed))
     print(f"demo written to {args.out}")
     return 0

@@ -16,7 +16,13 @@ from engine.atomic import write_text_atomic
 from engine.config import EngineConfig, GenerationConfig, RetrievalConfig
 from lab.synthetic.scene import SCENE_CLASSES
 
-__all__ = ["DEMO_LABEL", "engine_from_dirs", "export_model", "write_manifest"]
+__all__ = [
+    "DEMO_LABEL",
+    "engine_from_dirs",
+    "export_model",
+    "export_trained_model",
+    "write_manifest",
+]
 
 DEMO_LABEL = "GeoLens demo model — tiny, trained on synthetic scenes; not for real imagery"
 
@@ -72,6 +78,36 @@ def export_model(final: Path, work: Path, out: Path) -> None:
     shutil.copytree(work / "kb", out / "kb")
 
 
+def export_trained_model(final: Path, out: Path) -> None:
+    """Replace ``out/model`` (base as fp16) and ``out/adapter`` by a training run's ``final/``,
+    each directory swapped in atomically (:func:`engine.atomic.atomic_directory`); CLIP and the
+    knowledge base in ``out`` stay (a stage that continued from the shipped model, e.g. the
+    change stage, :mod:`lab.demo.change_stage`)."""
+    from engine.atomic import atomic_directory
+    from lab.demo.fp16 import copy_safetensors_fp16
+
+    for needed in (final / "base" / "llm", final / "base" / "vision", final / "adapter"):
+        if not needed.is_dir():
+            raise FileNotFoundError(f"{needed} is missing: is {final} a finished training run?")
+    with atomic_directory(out / "model") as tmp:
+        shutil.copytree(final / "base", tmp, dirs_exist_ok=True)
+        for part in ("llm", "vision"):
+            copy_safetensors_fp16(
+                final / "base" / part / "model.safetensors", tmp / part / "model.safetensors"
+            )
+    with atomic_directory(out / "adapter") as tmp:
+        shutil.copytree(final / "adapter", tmp, dirs_exist_ok=True)
+        config_path = tmp / "adapter_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["base_model"] = "model"
+        config_path.write_text(
+            json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        copy_safetensors_fp16(
+            final / "adapter" / "adapter.safetensors", tmp / "adapter.safetensors"
+        )
+
+
 def write_manifest(out: Path, work: Path, recipe, scores: dict, extra: dict | None = None) -> Path:
     """Write ``out/demo.json`` (layout: :mod:`engine.demo.manifest`); returns its path."""
     data_manifest = json.loads((work / "data" / "manifest.json").read_text(encoding="utf-8"))
@@ -105,7 +141,8 @@ def write_manifest(out: Path, work: Path, recipe, scores: dict, extra: dict | No
     }
     path = out / "demo.json"
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    for key in ("raster_info",):  # written by assets/build_demo.py
+    # written by assets/build_demo.py (the raster and its before twin)
+    for key in ("raster_info", "before_raster", "change_truth", "before_raster_info"):
         if key in previous:
             manifest[key] = previous[key]
     write_text_atomic(path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

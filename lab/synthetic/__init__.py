@@ -6,7 +6,10 @@
 - :mod:`lab.synthetic.mosaic`: several scenes in one raster (the demo raster);
 - :mod:`lab.synthetic.views`, :mod:`lab.synthetic.text`, :mod:`lab.synthetic.tasks`: crops,
   phrases and the instruction samples (:class:`engine.data.instructions.Sample`) of a scene;
-- :mod:`lab.synthetic.dataset`: datasets on disk (``python -m lab.synthetic OUT_DIR``).
+- :mod:`lab.synthetic.dataset`: datasets on disk (``python -m lab.synthetic OUT_DIR``);
+- :mod:`lab.synthetic.change`: before/after change pairs with change truth
+  (``python -m lab.synthetic.change OUT_DIR``); :mod:`lab.synthetic.twin`: the demo raster's
+  "before" twin.
 
 Pure numpy (+ PIL to write PNGs): nothing here imports rasterio, torch or ``tiles``.
 """

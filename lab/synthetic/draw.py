@@ -23,6 +23,7 @@ from lab.synthetic.scene import (
 __all__ = [
     "blob",
     "building",
+    "draw_additions",
     "draw_field",
     "draw_forest",
     "draw_road",
@@ -49,6 +50,8 @@ DIRT_ROAD = (160, 138, 104)
 LAWN = (98, 142, 70)
 FOREST = (40, 76, 40)
 TREE = (46, 88, 44)
+CLEARED = (138, 116, 84)  # cleared forest: bare soil with stumps and brush
+FILLED = (158, 140, 110)  # a filled pond: levelled fill
 
 
 def pick(rng: np.random.Generator, options: dict) -> str:
@@ -116,6 +119,7 @@ def paint_ground(b: SceneBuilder, fine: float, coarse: float) -> None:
 
 
 def draw_field(b: SceneBuilder, poly: np.ndarray, colour: str, angle_deg: float) -> None:
+    colour = dict(b.edits.recolour).get(b.next_id(), colour)  # re-sown (SceneEdits)
     oid = b.add("field", poly, colour=colour)
     period = b.px(b.rng.uniform(2.5, 4.5))
     t = np.radians(angle_deg)
@@ -128,12 +132,38 @@ def draw_field(b: SceneBuilder, poly: np.ndarray, colour: str, angle_deg: float)
 
 def draw_forest(b: SceneBuilder, poly: np.ndarray) -> None:
     oid = b.add("forest", poly)
+    if oid is not None and oid in b.edits.omit:
+        _paint_bare(b, poly, CLEARED, None)
+        return
     b.canvas.paint(poly, FOREST, texture(b, 0.05, 0.38, 0.06, clip=0.7), oid)
+    rect = dict(b.edits.clear).get(oid) if oid is not None else None
+    if rect is not None:
+        x0, y0, x1, y1 = rect
+        _paint_bare(b, np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]), CLEARED, only_id=oid)
 
 
 def draw_water(b: SceneBuilder, poly: np.ndarray, subtype: str) -> None:
     oid = b.add("water", poly, subtype=subtype)
+    if oid is not None and oid in b.edits.omit:
+        _paint_bare(b, poly, FILLED, None)
+        return
     b.canvas.paint(poly, WATER, texture(b, 0.015, 0.0, 0.05), oid)
+
+
+def _paint_bare(b: SceneBuilder, poly: np.ndarray, colour, only_id: int | None) -> None:
+    """Bare ground (cleared / filled) over a polygon, no object id; with ``only_id`` only over
+    that object's pixels (which then stop being that object)."""
+    found = b.canvas.mask(poly)
+    if found is None:
+        return
+    rows, cols, m = found
+    ids = b.canvas.ids[rows, cols]
+    if only_id is not None:
+        m = m & (ids == only_id)
+    factor = 1 + texture(b, 0.06, 0.2, 0.08)[rows, cols]
+    window = b.canvas.rgb[rows, cols]
+    window[m] = np.asarray(colour, dtype=np.float32)[None, :] * factor[m][:, None]
+    ids[m] = 0
 
 
 def draw_road(b: SceneBuilder, poly: np.ndarray, subtype: str, marks: bool) -> int | None:
@@ -240,31 +270,37 @@ def _tank_shade(centre, radius: float):
 
 
 def draw_structures(b: SceneBuilder) -> None:
-    """All shadows first (so no shadow darkens a roof), then roofs and tanks."""
-    for s in b.structures:
-        offset = SHADOW_DIR * b.px(s["height_m"] * SHADOW_PER_M)
-        b.canvas.darken(convex_hull(np.concatenate([s["poly"], s["poly"] + offset])), 0.55)
+    """All shadows first (so no shadow darkens a roof), then roofs and tanks. Structures whose
+    id is in ``b.edits.omit`` are registered but not drawn (no shadow, no roof)."""
     for s in b.structures:
         if s["kind"] == "building":
-            oid = b.add(
+            s["oid"] = b.add(
                 "building",
                 s["poly"],
                 colour=s["colour"],
                 subtype=s["subtype"],
                 height_m=s["height_m"],
             )
-            shade = _roof_shade(s["poly"], s["roof"], b.ps) if s["roof"] != "plain" else None
-            b.canvas.paint(
-                s["poly"], ROOF_COLOURS[s["colour"]], texture(b, 0.035), oid, shade=shade
-            )
         else:
-            oid = b.add(
+            s["oid"] = b.add(
                 "storage_tank",
                 s["poly"],
                 colour=s["colour"],
                 subtype="storage tank",
                 height_m=s["height_m"],
             )
+    drawn = [s for s in b.structures if s["oid"] is None or s["oid"] not in b.edits.omit]
+    for s in drawn:
+        offset = SHADOW_DIR * b.px(s["height_m"] * SHADOW_PER_M)
+        b.canvas.darken(convex_hull(np.concatenate([s["poly"], s["poly"] + offset])), 0.55)
+    for s in drawn:
+        oid = s["oid"]
+        if s["kind"] == "building":
+            shade = _roof_shade(s["poly"], s["roof"], b.ps) if s["roof"] != "plain" else None
+            b.canvas.paint(
+                s["poly"], ROOF_COLOURS[s["colour"]], texture(b, 0.035), oid, shade=shade
+            )
+        else:
             b.canvas.paint(
                 s["poly"],
                 TANK_COLOURS[s["colour"]],
@@ -273,6 +309,47 @@ def draw_structures(b: SceneBuilder) -> None:
                 shade=_tank_shade(s["centre"], s["radius"]),
             )
     b.structures.clear()
+
+
+def draw_additions(b: SceneBuilder) -> None:
+    """Draw ``b.edits.add`` (:class:`~lab.synthetic.scene.AddedObject`) over the finished layout:
+    forests and ponds first, then buildings and tanks with their shadows."""
+    for obj in b.edits.add:
+        poly = np.asarray(obj.poly_px, dtype=np.float64)
+        if obj.kind == "forest":
+            draw_forest(b, poly)
+        elif obj.kind == "water":
+            draw_water(b, poly, obj.subtype or "pond")
+    for obj in b.edits.add:
+        poly = np.asarray(obj.poly_px, dtype=np.float64)
+        if obj.kind == "building":
+            b.structures.append(
+                {
+                    "kind": "building",
+                    "poly": poly,
+                    "colour": obj.colour or "red",
+                    "height_m": obj.height_m or 7.0,
+                    "subtype": obj.subtype or "house",
+                    "roof": "gable"
+                    if (obj.subtype or "house") in ("house", "farm building")
+                    else "plain",
+                }
+            )
+        elif obj.kind == "storage_tank":
+            centre = poly.mean(axis=0)
+            radius = float(np.linalg.norm(poly - centre, axis=1).max())
+            b.structures.append(
+                {
+                    "kind": "storage_tank",
+                    "poly": poly,
+                    "colour": obj.colour or "white",
+                    "height_m": obj.height_m or 12.0,
+                    "centre": tuple(centre),
+                    "radius": radius,
+                }
+            )
+    if b.structures:
+        draw_structures(b)
 
 
 def vehicles_on_road(b: SceneBuilder, road_poly: np.ndarray, n: int, trucks: float = 0.0) -> None:

@@ -22,6 +22,7 @@ from lab.synthetic.canvas import rectangle
 from lab.synthetic.draw import (
     blob,
     building,
+    draw_additions,
     draw_field,
     draw_forest,
     draw_road,
@@ -38,7 +39,13 @@ from lab.synthetic.draw import (
     vehicles_on_road,
     weighted,
 )
-from lab.synthetic.scene import FIELD_TYPES, SCENE_CLASSES, SceneBuilder, SyntheticScene
+from lab.synthetic.scene import (
+    FIELD_TYPES,
+    SCENE_CLASSES,
+    SceneBuilder,
+    SceneEdits,
+    SyntheticScene,
+)
 
 __all__ = ["LAYOUTS", "generate_scene", "industrial", "rural", "urban"]
 
@@ -170,8 +177,10 @@ def _rural_cover(b: SceneBuilder) -> None:
         draw_forest(b, blob(rng, *rng.uniform(r, size - r, 2), r))
 
 
-def rural(rng: np.random.Generator, size: int, ps: float) -> SceneBuilder:
-    b = SceneBuilder(rng, size, ps, background=(124, 150, 80))
+def rural(
+    rng: np.random.Generator, size: int, ps: float, edits: SceneEdits | None = None
+) -> SceneBuilder:
+    b = SceneBuilder(rng, size, ps, background=(124, 150, 80), edits=edits)
     paint_ground(b, 0.03, 0.06)
     roads = _rural_roads(b)
     water = _rural_water(b)
@@ -228,8 +237,10 @@ def _apartments(b: SceneBuilder, x0: float, y0: float, x1: float, y1: float) -> 
         )
 
 
-def urban(rng: np.random.Generator, size: int, ps: float) -> SceneBuilder:
-    b = SceneBuilder(rng, size, ps, background=(172, 170, 164))
+def urban(
+    rng: np.random.Generator, size: int, ps: float, edits: SceneEdits | None = None
+) -> SceneBuilder:
+    b = SceneBuilder(rng, size, ps, background=(172, 170, 164), edits=edits)
     paint_ground(b, 0.03, 0.05)
     xs, ys = _grid_lines(b, (70, 100)), _grid_lines(b, (70, 100))
     width = b.px(rng.uniform(9, 12))
@@ -334,8 +345,10 @@ def _tank_farm(b: SceneBuilder, x0: float, y0: float, x1: float, y1: float) -> N
                 )
 
 
-def industrial(rng: np.random.Generator, size: int, ps: float) -> SceneBuilder:
-    b = SceneBuilder(rng, size, ps, background=(184, 176, 160))
+def industrial(
+    rng: np.random.Generator, size: int, ps: float, edits: SceneEdits | None = None
+) -> SceneBuilder:
+    b = SceneBuilder(rng, size, ps, background=(184, 176, 160), edits=edits)
     paint_ground(b, 0.03, 0.08)
     xs, ys = _grid_lines(b, (110, 160)), _grid_lines(b, (110, 160))
     width = b.px(rng.uniform(10, 14))
@@ -369,7 +382,7 @@ def industrial(rng: np.random.Generator, size: int, ps: float) -> SceneBuilder:
     return b
 
 
-LAYOUTS: dict[str, Callable[[np.random.Generator, int, float], SceneBuilder]] = {
+LAYOUTS: dict[str, Callable[..., SceneBuilder]] = {
     "rural": rural,
     "urban": urban,
     "industrial": industrial,
@@ -382,8 +395,13 @@ def generate_scene(
     scene_class: str | None = None,
     pixel_size_m: float = 0.5,
     crs: str = "EPSG:32633",
+    edits: SceneEdits | None = None,
 ) -> SyntheticScene:
     """A square scene of ``size_px`` pixels at ``pixel_size_m`` metres per pixel.
+
+    ``edits`` (:class:`~lab.synthetic.scene.SceneEdits`) draws the same scene with objects
+    omitted, fields re-sown, forest cleared or objects added (change pairs,
+    :mod:`lab.synthetic.change`); everything else stays pixel-identical.
 
     The scene class is drawn from the seed unless given; the map origin (top-left corner) is a
     seed-dependent point of UTM zone 33N (easting 300-700 km, northing 4.6-5.6 Mm), rounded to
@@ -399,5 +417,7 @@ def generate_scene(
     rng = np.random.default_rng(seed)
     scene_class = scene_class or SCENE_CLASSES[int(rng.integers(len(SCENE_CLASSES)))]
     origin = (float(rng.integers(300_000, 700_000)), float(rng.integers(4_600_000, 5_600_000)))
-    builder = LAYOUTS[scene_class](rng, size_px, pixel_size_m)
+    builder = LAYOUTS[scene_class](rng, size_px, pixel_size_m, edits)
+    if builder.edits.add:
+        draw_additions(builder)
     return builder.scene(seed, scene_class, crs, origin)

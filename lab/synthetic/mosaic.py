@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from lab.synthetic.layouts import generate_scene
-from lab.synthetic.scene import SceneObject, SyntheticScene
+from lab.synthetic.scene import SceneEdits, SceneObject, SyntheticScene
 
 __all__ = ["DEFAULT_LAYOUT", "generate_mosaic"]
 
@@ -41,18 +41,29 @@ def generate_mosaic(
     tile_px: int = 1024,
     pixel_size_m: float = 0.5,
     crs: str = "EPSG:32633",
+    edits: dict[tuple[int, int], SceneEdits] | None = None,
 ) -> SyntheticScene:
     """A ``rows x cols`` mosaic of ``tile_px`` scenes (classes from ``layout``), north-up.
 
     Cell ``(r, c)`` is ``generate_scene(seed * 100 + r * cols + c, tile_px, layout[r][c])``;
-    the mosaic's top-left corner is the first cell's map origin.
+    the mosaic's top-left corner is the first cell's map origin. ``edits`` draws cells with
+    :class:`~lab.synthetic.scene.SceneEdits` (the demo raster's "before" twin,
+    :func:`lab.synthetic.change.demo_twin_edits`).
     """
+    edits = edits or {}
     rows, cols = len(layout), len(layout[0])
     if rows == 0 or any(len(row) != cols for row in layout):
         raise ValueError(f"layout must be a non-empty rectangle of class names, got {layout}")
     tiles = [
         [
-            generate_scene(seed * 100 + r * cols + c, tile_px, layout[r][c], pixel_size_m, crs)
+            generate_scene(
+                seed * 100 + r * cols + c,
+                tile_px,
+                layout[r][c],
+                pixel_size_m,
+                crs,
+                edits=edits.get((r, c)),
+            )
             for c in range(cols)
         ]
         for r in range(rows)

@@ -34,7 +34,9 @@ __all__ = [
     "SCENE_CLASSES",
     "TANK_COLOURS",
     "VEHICLE_COLOURS",
+    "AddedObject",
     "SceneBuilder",
+    "SceneEdits",
     "SceneObject",
     "SyntheticScene",
 ]
@@ -197,11 +199,72 @@ class SyntheticScene:
         return {"type": "FeatureCollection", "crs": self.crs, "features": features}
 
 
+@dataclass(frozen=True)
+class AddedObject:
+    """An object drawn on top of a finished layout (:attr:`SceneEdits.add`): a ``building`` or
+    ``storage_tank`` (roof + shadow), a ``water`` pond or a ``forest``; ``poly_px`` in scene
+    pixels. Used for the "before" twin of a fixed raster (things that were there and are gone)."""
+
+    kind: str
+    poly_px: tuple[tuple[float, float], ...]
+    colour: str | None = None
+    subtype: str | None = None
+    height_m: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("building", "storage_tank", "water", "forest"):
+            raise ValueError(
+                f"AddedObject kind must be building, storage_tank, water or forest, "
+                f"got {self.kind!r}"
+            )
+
+
+@dataclass(frozen=True)
+class SceneEdits:
+    """Changes to a scene's drawing, keyed by object id (ids of the unedited scene stay the
+    same: an edited object is still registered, only painted differently):
+
+    - ``omit``: buildings / tanks not painted (no roof, no shadow: the ground under them
+      shows), ponds and forests painted as bare filled / cleared ground;
+    - ``recolour``: ``(field id, colour)``: a field sown with another crop;
+    - ``clear``: ``(forest id, (x0, y0, x1, y1))``: that rectangle (scene pixels) of the forest
+      painted as cleared ground (the pixels stop being forest in the id map);
+    - ``add``: objects drawn after everything else, with new ids after the scene's.
+
+    The scene's random stream is not touched by the edits, so everything else (layout, textures,
+    sensor noise) is pixel-identical to the unedited scene."""
+
+    omit: frozenset[int] = frozenset()
+    recolour: tuple[tuple[int, str], ...] = ()
+    clear: tuple[tuple[int, tuple[float, float, float, float]], ...] = ()
+    add: tuple[AddedObject, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "omit", frozenset(self.omit))
+        for _, colour in self.recolour:
+            if colour not in FIELD_TYPES:
+                raise ValueError(
+                    f"recolour needs a field colour {tuple(FIELD_TYPES)}, got {colour!r}"
+                )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.omit or self.recolour or self.clear or self.add)
+
+
 class SceneBuilder:
     """Mutable state while a scene is drawn: canvas, noise fields, planned and drawn objects."""
 
-    def __init__(self, rng: np.random.Generator, size_px: int, pixel_size_m: float, background):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        size_px: int,
+        pixel_size_m: float,
+        background,
+        edits: SceneEdits | None = None,
+    ):
         self.rng, self.size, self.ps = rng, size_px, pixel_size_m
+        self.edits = edits or SceneEdits()
         self.canvas = Canvas(size_px, size_px, background)
         shape = (size_px, size_px)
         self.fine = smooth_noise(rng, shape, 0.8)  # grain, per-pixel texture
@@ -216,6 +279,10 @@ class SceneBuilder:
 
     def px(self, metres: float) -> float:
         return metres / self.ps
+
+    def next_id(self) -> int:
+        """The id the next successful :meth:`add` returns."""
+        return len(self.records) + 1
 
     def add(self, kind: str, poly_px: np.ndarray, **attrs) -> int | None:
         """Register an object (footprint clipped to the scene); returns its id or None."""

@@ -73,3 +73,66 @@ def test_pixel_results_are_marked(tmp_path):
     paths = export_results(pix.to_features(), tmp_path, stem="p")
     assert [p.name for p in paths] == ["p_pixel.geojson"]
     assert export_results([], tmp_path, stem="none") == ()
+
+
+def _scan_record(n_boxes: int = 3, stopped: bool = False) -> ResultRecord:
+    """A whole-scene search result as app.scene_search stores it: region + scored boxes with tiles."""
+    boxes = tuple(
+        ResultBox({"type": "Polygon", "coordinates": [[[15.0 + i * 0.001, 45.0], [15.0005 + i * 0.001, 45.0],
+                                                      [15.0005 + i * 0.001, 45.0005], [15.0 + i * 0.001, 45.0005],
+                                                      [15.0 + i * 0.001, 45.0]]]},
+                  "storage tank", 0.5 + i / 10, tiles=f"{i},{i + 1}")
+        for i in range(n_boxes))
+    scan = {"query": "storage tank", "count": n_boxes, "tiles_done": 7 if stopped else 12, "tiles_total": 12,
+            "skipped": 0, "stopped": stopped, "tile_px": 128, "decimation": 1.0}
+    return ResultRecord(task="ground", question="storage tank", answer=f"{n_boxes} storage tanks found in 12 tiles",
+                        model="demo", raster="/d/scene.tif", window=WINDOW, crs="EPSG:32633",
+                        region={"type": "Polygon", "coordinates": [CW_RING]}, boxes=boxes, scan=scan)
+
+
+def test_geopackage_has_one_layer_per_task_and_query_in_lonlat(tmp_path):
+    import geopandas as gpd
+
+    from app.export import export_geopackage
+
+    store = ResultsStore(tmp_path / RESULTS_FILENAME)
+    geo, pix = _records()
+    scan = _scan_record(3)
+    for record in (geo, pix, scan):
+        store.append(record)
+    path = export_geopackage(store.features(), tmp_path / "out", stem="results")
+    assert path == tmp_path / "out" / "results.gpkg" and not list((tmp_path / "out").glob(".*tmp*"))
+    layers = dict(pyogrio.list_layers(path))
+    assert set(layers) == {"ground: tanks?", "ground: storage tank", "caption (pixel)"}
+
+    tanks = gpd.read_file(path, layer="ground: storage tank")
+    assert tanks.crs.to_epsg() == 4326
+    assert list(tanks["kind"]) == ["region", "box", "box", "box"]  # one answer, one unit
+    assert set(tanks["result_id"]) == {scan.result_id}
+    region, boxes = tanks.iloc[0], tanks.iloc[1:]
+    assert region["count"] == 3 and region["tiles_done"] == 12 and region["tiles_total"] == 12
+    assert list(boxes["score"]) == pytest.approx([0.5, 0.6, 0.7])
+    assert list(boxes["tiles"]) == ["0,1", "1,2", "2,3"]
+    assert (boxes["label"] == "storage tank").all() and (tanks["raster"] == "scene.tif").all()
+    for got, want in zip(boxes.geometry, scan.boxes, strict=True):  # lon/lat, as stored
+        assert got.equals_exact(shape(want.geometry), 1e-7) or got.geoms[0].equals_exact(shape(want.geometry), 1e-7)
+
+    pixel = gpd.read_file(path, layer="caption (pixel)")
+    assert pixel.crs is None and list(pixel["coordinate_space"]) == ["pixel"]
+    assert pixel.geometry.iloc[0].bounds == (0.0, 0.0, 80.0, 50.0)
+
+
+def test_geopackage_export_from_the_handler(services, tmp_path):
+    import geopandas as gpd
+
+    from app import handlers
+    from app.errors import UserInputError
+
+    stopped = _scan_record(2, stopped=True)
+    services.store.append(stopped)
+    (path,) = handlers.export_results(services, [stopped.result_id], fmt="geopackage")
+    assert path.suffix == ".gpkg" and path.parent == services.exports_dir
+    frame = gpd.read_file(path, layer="ground: storage tank")
+    assert len(frame) == 3 and bool(frame.iloc[0]["stopped"]) is True and frame.iloc[0]["tiles_done"] == 7
+    with pytest.raises(UserInputError, match="unknown export format"):
+        handlers.export_results(services, None, fmt="shapefile")

@@ -258,10 +258,14 @@ def test_grounding_answers_read_like_answers(engine_services):
     noted = readable_answer(Task.CAPTION, None, Answer(text="A field.", task=Task.CAPTION), demo_on_real=True)
     assert noted.startswith("A field.") and "demo model" in noted and "synthetic" in noted
     geo, _ = _ids(engine_services)
-    record = list(handlers.ask(engine_services, AskRequest(geo.raster_id, Task.GROUND, "buildings")))[-1].record
+    # a region that fits one model input (the tiny model takes 56 px; this is 26 px) is one crop
+    small = DrawnRegion(_rect_lonlat(geo, 0.45, 0.45, 0.5, 0.5), "lonlat", "rectangle")
+    record = list(handlers.ask(engine_services, AskRequest(geo.raster_id, Task.GROUND, "buildings",
+                                                           region=small)))[-1].record
     assert record.answer.endswith("found (boxes on the map).") or record.answer.endswith("found in this region.")
+    assert record.scan is None
     region = engine_services.store.features([record.result_id])[0]["properties"]
-    assert "model_output" in region and region["whole_raster"] is True
+    assert "model_output" in region and region["whole_raster"] is False and "scan" not in region
 
 
 def test_exports_name_rasters_not_server_paths(engine_services):

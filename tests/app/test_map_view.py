@@ -24,9 +24,10 @@ from app.map_view import (
 def test_head_loads_only_local_versioned_assets():
     head = map_head()
     urls = re.findall(r'(?:href|src)="([^"]+)"', head)
-    assert len(urls) == 5
+    assert len(urls) == 8  # Leaflet, Leaflet.draw, leaflet-side-by-side (2 CSS + loader), map.css
     assert all(u.startswith("/assets/") and "?v=" in u for u in urls)
     assert head.index("leaflet/leaflet.js") < head.index("leaflet.draw.js")  # Leaflet first
+    assert head.index("leaflet/leaflet.js") < head.index("leaflet-side-by-side.js")
 
 
 def test_map_js_uses_the_gradio_html_contract():

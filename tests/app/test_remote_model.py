@@ -43,6 +43,16 @@ def test_api_flags_make_a_remote_config():
     assert remote.max_tokens == 50
 
 
+def test_kb_flag_gives_the_remote_model_retrieval(tmp_path):
+    plain = parse_launch_config(["--api-base", URL, "--api-model", "m"], {})
+    assert plain.engine.retrieval is None
+    launch = parse_launch_config(["--api-base", URL, "--api-model", "m", "--kb", str(tmp_path)], {})
+    assert launch.engine.retrieval.kb_dir == tmp_path and launch.model.kb == tmp_path
+    from_env = parse_launch_config([], {"GEOLENS_API_BASE": URL, "GEOLENS_API_MODEL": "m",
+                                        "GEOLENS_KB": str(tmp_path)})
+    assert from_env.engine.retrieval.kb_dir == tmp_path
+
+
 def test_api_flags_from_the_environment():
     env = {"GEOLENS_API_BASE": URL, "GEOLENS_API_MODEL": "m", "GEOLENS_BOX_FORMAT": "paper"}
     remote = parse_launch_config([], env).engine
@@ -111,5 +121,43 @@ def test_ask_through_a_remote_model(tmp_path, geo_tif, plain_png, served):
         record = updates[-1].record
         assert record is not None and record.answer == updates[-1].text
         assert services.store.features()[0]["properties"]["model"] == "geolens-tiny"
+    finally:
+        services.close()
+
+
+def header_text(services) -> str:
+    """The model line the page header shows (the Markdown with elem_id geolens-model-status)."""
+    from app.ui import build_blocks
+
+    blocks = build_blocks(services)
+    (md,) = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "geolens-model-status"]
+    return md.value
+
+
+def test_the_header_says_the_device_and_precision_of_an_in_process_model(engine_services, tiny_engine):
+    placement = tiny_engine.placement
+    assert not placement.quantize  # the CPU runs unquantized
+    want = f"on {placement.device}, {str(placement.base_dtype).removeprefix('torch.')}"
+    assert want == "on cpu, float32"
+    from app.ui import plain_markdown
+
+    line = engine_services.model_status.line
+    assert want in line and tiny_engine.model_name in line
+    assert header_text(engine_services) == plain_markdown(line)  # shown as it is, escaped
+
+
+def test_the_header_names_the_endpoint_and_model_of_a_served_model(tmp_path, geo_tif, plain_png, served):
+    from app.services import load_engine, open_services
+
+    launch = make_launch(tmp_path / "ws", rasters=(geo_tif, plain_png))
+    engine, status = load_engine(launch.model, RemoteConfig(served.url + "/v1", "geolens-tiny",
+                                                            box_format="paper"))
+    services = open_services(launch, engine=engine, model_status=status)
+    try:
+        from app.ui import plain_markdown
+
+        line = services.model_status.line
+        assert f"{served.url}/v1" in line and "geolens-tiny" in line
+        assert header_text(services) == plain_markdown(line)
     finally:
         services.close()

@@ -12,6 +12,7 @@ runs the real tiny engine through the command end to end.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +22,17 @@ from affine import Affine
 from scipy import ndimage
 
 import tiles
-from app.scan import (
+from app.scan import main
+from app.scanning import (
     UNSCORED_BOX_SCORE,
     TileCheckpoint,
     layer_name,
-    main,
     plan_scan,
     scan_raster,
 )
 from engine.types import Answer, BoxPx, Task
 from tests.app.rasters import GEO_CRS, write_geo_raster
+from tests.engine.tiny import one_torch_thread  # noqa: F401
 
 SIZE_PX = 300  # tile 128, overlap 16: tiles at 0, 112, 172 along each axis
 TRANSFORM = Affine(2.0, 0.0, 500_000.0, 0.0, -2.0, 4_995_000.0)
@@ -322,3 +324,144 @@ def test_another_merge_method_reuses_the_finished_tiles(scene_tif, tmp_path):
     again = RedDetector()
     assert _run([*args, "--merge", "nms"], again) == 0
     assert again.crops == [] and len(_layers(out)["tank"][1]) == len(wbf) == 3
+
+
+# --- CLIP pre-filter and adaptive batch --------------------------------------------------------
+
+DEMO_CLIP = Path(__file__).resolve().parents[2] / "assets" / "demo" / "clip"
+
+
+@pytest.fixture(scope="module")
+def demo_clip():
+    """The demo's real (tiny, trained) CLIP embedder."""
+    from engine.retrieval import ClipEmbedder
+
+    return ClipEmbedder.load(DEMO_CLIP)
+
+
+def _similarities(raster, plan, clip, query: str) -> dict[int, float]:
+    """Each tile's cosine similarity to the query sentence, computed here tile by tile."""
+    text = clip.embed_texts([query])[0]  # the knowledge base's way: no template
+    return {t.index: float(clip.embed_images([tiles.read_crop(raster, t.window, t.max_side).image])[0]
+                           @ text) for t in plan.tiles}
+
+
+def test_the_prefilter_sends_only_the_most_similar_tiles_and_counts_the_rest(scene_tif, demo_clip):
+    from app.scanning import TilePrefilter
+
+    raster = tiles.open_raster(scene_tif, trusted=True)
+    plan = plan_scan(raster, None, tile_px=128)
+    sims = _similarities(raster, plan, demo_clip, "storage tank")
+    best = sorted(sims, key=lambda i: -sims[i])
+    model, seen = RedDetector(), []
+    result = scan_raster(raster, model, "storage tank", plan=plan, batch_size=2,
+                         prefilter=TilePrefilter(demo_clip, top_fraction=0.34),
+                         progress=lambda found: seen.append(found.tile.index))
+    assert sorted(seen) == sorted(best[:4])  # ceil(0.34 * 9) tiles, the most similar ones
+    assert (result.tiles_done, result.prefiltered, result.tiles_total) == (4, 5, 9)
+    assert all(set(o.tiles) <= set(best[:4]) for o in result.objects)
+    assert "5 left out by the CLIP pre-filter" in result.summary()
+    # a threshold between the 3rd and 4th best similarity keeps exactly the 3 best
+    cut = (sims[best[2]] + sims[best[3]]) / 2
+    seen.clear()
+    result = scan_raster(raster, RedDetector(), "storage tank", plan=plan,
+                         prefilter=TilePrefilter(demo_clip, threshold=cut),
+                         progress=lambda found: seen.append(found.tile.index))
+    assert sorted(seen) == sorted(best[:3]) and result.prefiltered == 6
+    assert result.prefilter_note is None
+
+
+def test_a_threshold_no_tile_passes_says_so_instead_of_finding_nothing_silently(scene_tif,
+                                                                               demo_clip, caplog):
+    from app.scanning import TilePrefilter
+
+    raster = tiles.open_raster(scene_tif, trusted=True)
+    plan = plan_scan(raster, None, tile_px=128)
+    top = max(_similarities(raster, plan, demo_clip, "tank").values())
+    model = RedDetector()
+    result = scan_raster(raster, model, "tank", plan=plan,
+                         prefilter=TilePrefilter(demo_clip, threshold=min(1.0, top + 0.01)))
+    assert model.crops == [] and result.objects == () and result.prefiltered == 9
+    assert "no tile passed the pre-filter" in result.prefilter_note
+    assert f"{top:.3f}" in result.prefilter_note and "--prefilter-top" in result.prefilter_note
+    assert "no tile passed the pre-filter" in caplog.text
+    assert result.prefilter_note in result.summary()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "exactly one of"),
+    ({"threshold": 0.2, "top_fraction": 0.5}, "exactly one of"),
+    ({"threshold": 1.5}, "[-1, 1]"),
+    ({"top_fraction": 0.0}, "(0, 1]"),
+    ({"top_fraction": 0.5, "template": "storage tanks"}, "must contain {query}"),
+])
+def test_a_bad_prefilter_is_refused_with_what_to_give(kwargs, message, demo_clip):
+    from app.scanning import TilePrefilter
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TilePrefilter(demo_clip, **kwargs)
+
+
+def test_a_resumed_prefiltered_scan_merges_what_a_fresh_one_does(scene_tif, demo_clip):
+    from app.scanning import TilePrefilter
+
+    raster = tiles.open_raster(scene_tif, trusted=True)
+    plan = plan_scan(raster, None, tile_px=128)
+    every: dict[int, tiles.TileDetections] = {}
+    scan_raster(raster, RedDetector(), "tank", plan=plan, progress=lambda f: every.update(
+        {f.tile.index: f}))
+    prefilter = TilePrefilter(demo_clip, top_fraction=0.5)
+    fresh = scan_raster(raster, RedDetector(), "tank", plan=plan, prefilter=prefilter)
+    again = RedDetector()
+    resumed = scan_raster(raster, again, "tank", plan=plan, prefilter=prefilter,
+                          done_tiles=every)  # done tiles outside the filter are not merged
+    assert again.crops == [] and resumed.objects == fresh.objects
+    assert resumed.tiles_done == fresh.tiles_done == 5 and resumed.prefiltered == 4
+
+
+def test_the_command_prefilters_with_a_named_clip_and_refuses_without_one(scene_tif, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "out.gpkg"
+    args = [str(scene_tif), "--find", "tank", "--tile-px", "128", "--out", str(out)]
+    model = RedDetector()
+    assert _run([*args, "--prefilter-top", "0.5", "--prefilter-clip", str(DEMO_CLIP)], model) == 0
+    assert len(model.crops) == 5
+    assert "4 left out by the CLIP pre-filter" in capsys.readouterr().err
+    refused = RedDetector()  # no retriever, no --prefilter-clip
+    assert _run([*args, "--prefilter-threshold", "0.2"], refused) == 2
+    assert "--prefilter-clip DIR" in capsys.readouterr().err and refused.crops == []
+    assert _run([*args, "--prefilter-top", "0.5", "--prefilter-threshold", "0.2"], refused) == 2
+    assert "not both" in capsys.readouterr().err
+    assert _run([*args, "--prefilter-top", "1.5"], refused) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_scan_reports_the_batch_it_settled_on_after_an_oom(tmp_path):
+    """A real tiny engine whose vision tower raises CUDA's OutOfMemoryError for more than two
+    crops at once (fault injection on torch): the batch halves, every tile is answered as
+    with batch 1, and the result says batch 2."""
+    import torch
+
+    from engine.engine import Engine
+    from tests.app.conftest import tiny_engine_config
+
+    raster = tiles.open_raster(write_geo_raster(tmp_path / "scene.tif", size_px=100), trusted=True)
+    engine = Engine.from_config(tiny_engine_config())  # its own: batch_limit is remembered
+    one = scan_raster(raster, engine, "tank", batch_size=1)
+    assert one.batch_size == 1 and engine.batch_limit is None
+
+    def hook(_module, args, kwargs):
+        [pixels] = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)][:1]
+        if pixels.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    handle = engine.vlm.backbone.vision_tower.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        found: list[tiles.TileDetections] = []
+        adaptive = scan_raster(raster, engine, "tank", batch_size=8, progress=found.append)
+    finally:
+        handle.remove()
+    assert adaptive.batch_size == 2 == engine.batch_limit and "batch 2" in adaptive.summary()
+    assert adaptive.tiles_done == adaptive.tiles_total == one.tiles_done > 2
+    assert [o.box_px for o in adaptive.objects] == [o.box_px for o in one.objects]

@@ -8,7 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import EngineConfig, ExpertConfig, PrompterConfig
-from engine.generation import IncrementalDecoder, generate, greedy_steps
+from engine.generation import (
+    IncrementalDecoder,
+    generate,
+    greedy_steps,
+    greedy_steps_with_probs,
+)
 from engine.model import Sample, SemanticVLM, build_batch, load_backbone, resolve_placement
 from tests.engine.tiny import (  # noqa: F401
     cached_tiny_model_dir,
@@ -47,6 +52,25 @@ def test_special_tokens_are_not_shown():
 def test_pieces_always_join_to_the_full_decode(text):
     pieces, full, reference = _stream(text)
     assert "".join(pieces) == full == reference
+
+
+@given(st.text(max_size=60))
+@settings(max_examples=100, deadline=None)
+def test_token_spans_tile_the_text_and_end_where_their_tokens_end(text):
+    ids = TOKENIZER(text, add_special_tokens=False)["input_ids"]
+    decoder = IncrementalDecoder(TOKENIZER)
+    for i in ids:
+        decoder.push(i)
+    decoder.finish()
+    assert decoder.released == decoder.text == text and len(decoder.spans) == len(ids)
+    end = 0
+    for i, (start, stop) in enumerate(decoder.spans):
+        assert start == end or (start, stop) == decoder.spans[i - 1]  # contiguous or shared
+        end = stop
+        last_of_group = i + 1 == len(ids) or decoder.spans[i + 1] != (start, stop)
+        if last_of_group:  # the text up to this token ends where its span ends
+            assert len(TOKENIZER.decode(ids[: i + 1], skip_special_tokens=True)) == stop
+    assert end == len(text)
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +178,19 @@ def test_batched_generation_matches_single_requests(qwen_vlm):
     joint = run(images, samples)
     single = tuple(run([im], [s])[0] for im, s in zip(images, samples))
     assert joint == single
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_step_probabilities_are_the_softmax_of_the_chosen_token(qwen_vlm):
+    pad = qwen_vlm.backbone.tokenizer.pad_token_id
+    batch = _batch(qwen_vlm, 2)
+    with torch.inference_mode():
+        logits, _ = qwen_vlm.prefill(batch, qwen_vlm.backbone.new_cache())  # (B, V)
+    expected = torch.softmax(logits.float(), dim=-1).max(dim=-1).values.tolist()
+    steps = list(greedy_steps_with_probs(qwen_vlm, batch, 6, stop_ids=(), pad_id=pad))
+    assert steps[0].probs == pytest.approx(expected, rel=1e-5)
+    assert [s.tokens for s in steps] == list(greedy_steps(qwen_vlm, batch, 6, (), pad))
+    assert all(0 < p <= 1 for s in steps for p in s.probs)
+    result = generate(qwen_vlm, batch, 6, stop_ids=(), pad_id=pad)
+    assert [list(p) for p in result.token_probs] == [[s.probs[r] for s in steps] for r in (0, 1)]
+    assert all(t is not None and len(t.probs) == 6 for t in result.traces)

@@ -81,6 +81,9 @@ GOOD = {
     "ground": "$question",
     "classify": "$labels",
     "region": "$region $question",
+    "change_caption": "what changed",
+    "change_ground": "$question",
+    "change_ask": "$question",
 }
 
 
@@ -90,6 +93,7 @@ GOOD = {
         ({k: v for k, v in GOOD.items() if k != "region"}, "grid1000", "lacks templates"),
         ({**GOOD, "ask": "$question $colour"}, "grid1000", "colour"),
         ({**GOOD, "classify": "pick one"}, "grid1000", "must use \\$labels"),
+        ({**GOOD, "change_ask": "what?"}, "grid1000", "change_ask must use \\$question"),
         (GOOD, "polygons", "unknown box_format"),
         ({**GOOD, "zoom": "x"}, "grid1000", "bad prompt file"),
     ],

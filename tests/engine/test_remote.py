@@ -19,14 +19,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import Engine, EngineConfig, GenerationConfig, PrompterConfig
+from engine import Engine
 from engine.boxes import BOX_CONVENTIONS, box_convention
 from engine.errors import ConfigError, InputError
 from engine.generation import Final, TextDelta
 from engine.remote import RemoteConfig, RemoteEngine, RemoteModelError, model_input_size
 from engine.serve import create_app, start_server
 from engine.types import Task
-from tests.engine.tiny import cached_tiny_model_dir, one_torch_thread, random_image  # noqa: F401
+from tests.engine.tiny import (  # noqa: F401
+    cached_tiny_model_dir,
+    one_torch_thread,
+    random_image,
+    tiny_paper_engine,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,14 +50,7 @@ CASES = {
 # --- engine.serve with the tiny model ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    cfg = EngineConfig(
-        backbone="paper",
-        model_path=cached_tiny_model_dir("paper"),
-        device="cpu",
-        generation=GenerationConfig(max_new_tokens=12),
-        prompter=PrompterConfig(num_tokens=8),
-    )
-    return Engine.from_config(cfg)
+    return tiny_paper_engine(12)
 
 
 @pytest.fixture(scope="module")
@@ -387,3 +385,47 @@ def test_stop_against_a_third_party_server(fake):
     assert next(events) == TextDelta("a ")
     events.close()  # no error; the next request works
     assert client(fake).run(IMAGE, Task.ASK, question="?").text == "a b c"
+
+
+# --- retrieval: the client's knowledge base feeds the remote prompt -------------------------------
+def user_text(body: dict) -> str:
+    return next(p["text"] for p in body["messages"][-1]["content"] if p["type"] == "text")
+
+
+@pytest.mark.parametrize("box_format", ["qwen2.5-vl", "qwen3-vl"])
+def test_retrieved_descriptions_go_into_the_prompt_and_come_back_as_evidence(fake, box_format):
+    from engine.config import RetrievalConfig
+    from engine.demo.manifest import load_demo_retriever, read_demo_manifest
+
+    kb = read_demo_manifest().kb_dir  # the shipped demo knowledge base, found with the demo CLIP
+    config = RemoteConfig(
+        fake.url, "qwen-a", box_format=box_format, max_retries=0,
+        retrieval=RetrievalConfig(kb_dir=kb, top_k=2),
+    )
+    remote = RemoteEngine.connect(config)
+    image = random_image(96, 128, seed=3)
+    answer = remote.run(image, Task.CAPTION)
+    expected = load_demo_retriever().retrieve_for_image(image, 2)  # the demo engine's own retriever
+    assert [e.text for e in answer.evidence] == [e.text for e in expected]
+    assert [e.score for e in answer.evidence] == pytest.approx([e.score for e in expected])
+    sent = user_text(fake.requests[-1])
+    assert "Descriptions of similar remote sensing scenes" in sent
+    for e in expected:
+        assert f"- {e.text.strip()}" in sent
+    assert answer.timing.retrieval_s > 0
+
+
+def test_without_a_knowledge_base_the_prompt_has_no_descriptions(fake):
+    answer = client(fake).run(IMAGE, Task.CAPTION)
+    assert answer.evidence == () and answer.timing.retrieval_s == 0
+    assert "Descriptions" not in user_text(fake.requests[-1])
+
+
+def test_a_missing_knowledge_base_is_named(fake, tmp_path):
+    from engine.config import RetrievalConfig
+    from engine.errors import EngineError
+
+    missing = tmp_path / "no-kb"
+    config = RemoteConfig(fake.url, "qwen-a", retrieval=RetrievalConfig(kb_dir=missing))
+    with pytest.raises(EngineError, match=str(missing)):
+        RemoteEngine.connect(config)

@@ -8,7 +8,6 @@ model is made to say a known answer (its logits are forced, as in test_engine_ru
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 from types import SimpleNamespace
@@ -16,15 +15,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
-from engine import Engine, EngineConfig, GenerationConfig, PrompterConfig
+from engine import Engine, GenerationConfig
 from engine.errors import EngineError
 from engine.serve import create_app, start_server
 from engine.serve.cli import api_key_from, build_parser
 from engine.serve.protocol import ApiError, parse_chat_request
 from engine.types import Task
-from tests.engine.tiny import cached_tiny_model_dir, one_torch_thread, random_image  # noqa: F401
+from tests.engine.tiny import (  # noqa: F401
+    cached_tiny_model_dir,
+    one_torch_thread,
+    png_data_uri,
+    random_image,
+    tiny_paper_engine,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,10 +37,7 @@ IMAGE = random_image(120, 200)  # (H, W, 3): not square
 
 
 def png_uri(image: np.ndarray = IMAGE, fmt: str = "PNG") -> str:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format=fmt)
-    mime = "png" if fmt == "PNG" else "jpeg"
-    return f"data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+    return png_data_uri(image, fmt)
 
 
 def body(text: str = "What is here?", images: tuple[str, ...] = (png_uri(),), **extra) -> dict:
@@ -48,14 +49,7 @@ def body(text: str = "What is here?", images: tuple[str, ...] = (png_uri(),), **
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    cfg = EngineConfig(
-        backbone="paper",
-        model_path=cached_tiny_model_dir("paper"),
-        device="cpu",
-        generation=GenerationConfig(max_new_tokens=12),
-        prompter=PrompterConfig(num_tokens=8),
-    )
-    return Engine.from_config(cfg)
+    return tiny_paper_engine(12)
 
 
 @pytest.fixture(scope="module")
@@ -184,12 +178,18 @@ def test_api_key_is_required_and_checked(engine):
 
 
 def _two_images() -> dict:
-    return body(images=(png_uri(), png_uri()))
+    """Two images with a single-image task (two images are for change tasks: test_change_serve)."""
+    return body("/caption", images=(png_uri(), png_uri()))
+
+
+def _three_images() -> dict:
+    return body(images=(png_uri(), png_uri(), png_uri()))
 
 
 ERRORS = [
     ("no image", lambda: body(images=()), 400, "no image"),
-    ("two images", _two_images, 400, "one image per request"),
+    ("two images", _two_images, 400, "two images are for the change tasks"),
+    ("three images", _three_images, 400, "at most two images"),
     ("not base64", lambda: body(images=("data:image/png;base64,@@@",)), 400, "bad data URI"),
     (
         "not an image",
@@ -261,8 +261,10 @@ def test_task_conventions_parse_without_a_model():
     chat = parse_chat_request({**body("plain question"), "messages": [system, *body()["messages"]]})
     assert chat.task is Task.ASK and chat.question == "What is here?"
     assert parse_chat_request(body("/ask /ground is text")).question == "/ground is text"
-    with pytest.raises(ApiError, match="one image per request"):
+    with pytest.raises(ApiError, match="two images are for the change tasks"):
         parse_chat_request(_two_images())
+    with pytest.raises(ApiError, match="at most two images"):
+        parse_chat_request(_three_images())
 
 
 def _args(*argv: str):
@@ -316,8 +318,8 @@ def test_the_official_openai_client_over_real_http(engine):
             client.chat.completions.create(model="gpt-4o", messages=messages)
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
-        with pytest.raises(openai.BadRequestError, match="one image per request"):
-            client.chat.completions.create(model=NAME, messages=_two_images()["messages"])
+        with pytest.raises(openai.BadRequestError, match="at most two images"):
+            client.chat.completions.create(model=NAME, messages=_three_images()["messages"])
     finally:
         server.stop()
 

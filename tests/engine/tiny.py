@@ -257,3 +257,27 @@ def make_model_say(engine, monkeypatch, text: str, *, repeat: bool = False, max_
     monkeypatch.setattr(engine.vlm, "decode_step", lambda *args: forced(decode_step(*args)))
     longer = GenerationConfig(max_new_tokens=max_new_tokens)
     monkeypatch.setattr(engine, "config", dataclasses.replace(engine.config, generation=longer))
+
+
+def tiny_paper_engine(max_new_tokens: int = 12, prompter_tokens: int | None = 8):
+    """An :class:`engine.Engine` on the tiny ``paper`` model (CPU, greedy, ``max_new_tokens``;
+    the visual prompter with ``prompter_tokens`` tokens, or its default when None)."""
+    from engine import Engine, EngineConfig, GenerationConfig, PrompterConfig
+
+    extra = {} if prompter_tokens is None else {"prompter": PrompterConfig(num_tokens=prompter_tokens)}
+    return Engine.from_config(EngineConfig(
+        backbone="paper", model_path=cached_tiny_model_dir("paper"), device="cpu",
+        generation=GenerationConfig(max_new_tokens=max_new_tokens), **extra))
+
+
+def png_data_uri(image, fmt: str = "PNG") -> str:
+    """``image`` (H, W, 3) uint8 as a ``data:`` URI (PNG or JPEG), as OpenAI-style clients send it."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt)
+    mime = "png" if fmt == "PNG" else "jpeg"
+    return f"data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"

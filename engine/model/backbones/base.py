@@ -7,11 +7,16 @@ experts and never looks inside. In a prompt, one image is the text block
 + ``<|vision_end|>``:
 the image pads receive the patch tokens and the vision pads the semantic-augmented tokens (both
 real tokens of the Qwen vocabulary, replaced by a masked scatter after a count check).
+
+A sample may show several images (change tasks: the before crop, then the after crop): the
+:class:`ImageBatch` then lists every image in sample order, and ``images_per_sample`` says how
+many belong to each sample; the prompt holds one such block per image, in the same order.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,9 +55,45 @@ class ImageBatch:
     model_sizes_px: tuple[tuple[int, int], ...]
     num_image_tokens: tuple[int, ...]  # patch tokens per image in LLM space
     image_grid_thw: torch.Tensor | None = None  # (B, 3) Qwen2.5-VL patch grid; None for paper
+    images_per_sample: tuple[int, ...] = ()  # () = one image per sample
+
+    def __post_init__(self) -> None:
+        if self.images_per_sample and (
+            sum(self.images_per_sample) != len(self.crop_sizes_px)
+            or min(self.images_per_sample) < 1
+        ):
+            raise ValueError(
+                f"images_per_sample {self.images_per_sample} does not split "
+                f"{len(self.crop_sizes_px)} images into samples of one or more images"
+            )
 
     def __len__(self) -> int:
+        """The number of images (not samples)."""
         return len(self.crop_sizes_px)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images_per_sample) if self.images_per_sample else len(self.crop_sizes_px)
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Images per sample, always explicit."""
+        return self.images_per_sample or (1,) * len(self.crop_sizes_px)
+
+    def sample_images(self, sample: int) -> range:
+        """Indices of the images of ``sample``, in prompt order."""
+        counts = self.counts
+        start = sum(counts[:sample])
+        return range(start, start + counts[sample])
+
+    def grid_index(self, sample: int) -> int:
+        """The image whose pixels the boxes of ``sample`` use: its last (the after image)."""
+        return self.sample_images(sample)[-1]
+
+    def grouped(self, images_per_sample) -> ImageBatch:
+        """This batch with its images split into samples of ``images_per_sample`` images."""
+        counts = tuple(int(n) for n in images_per_sample)
+        return dataclasses.replace(self, images_per_sample=() if set(counts) <= {1} else counts)
 
 
 @dataclass(frozen=True)
