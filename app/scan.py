@@ -6,7 +6,12 @@ CRS for plain images) plus GeoJSON next to it. It is resumable: each finished ti
 (flushed and fsynced) to a JSONL checkpoint ``<out>.progress/<key>.jsonl``, ``key`` hashing the
 raster file, the query, the model and the tiling plan; a rerun after Ctrl-C or a crash reads those
 tiles back instead of running them and writes the same features. ``--ray [ADDRESS]`` runs the
-tiles on a Ray cluster (:mod:`app.scan_ray`; Ray is imported only then). Usage::
+tiles on a Ray cluster (:mod:`app.scan_ray`; Ray is imported only then). A raster named as a URL
+(``https://.../scene.tif``) or GDAL network path (``/vsicurl/...``) is read over the network,
+in-process as with ``--ray`` (:func:`app.scanning.open_policy_for`: the operator named it); local
+rasters keep GDAL's network off. GDAL's block cache is capped at ``--gdal-cache-mb`` (64 MiB)
+during the scan, so that a long native-resolution scan does not grow by GDAL's default cache
+(5 % of RAM). Usage::
 
     python -m app.scan scene1.tif scene2.tif --find "storage tank" --out tanks.gpkg
     python -m app.scan big.tif --find building --region district.geojson --gsd 0.5
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import tiles
 from app.config import BACKBONES, DEVICES
 from app.scanning import (
+    DEFAULT_GDAL_CACHE_MB,
     INTERRUPTED_MESSAGE,
     GroundingEngine,
     ScanResult,
@@ -31,7 +37,9 @@ from app.scanning import (
     TileCheckpoint,
     TilePrefilter,
     _check_query,
+    is_network_location,
     load_scan_engine,
+    open_policy_for,
     plan_scan,
     prefilter_tiles,
     region_px_from_lonlat,
@@ -50,7 +58,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
         prog="python -m app.scan",
         description="Find objects on whole rasters, tile by tile, and write them to a GeoPackage "
                     "and GeoJSON. Rerun the same command to resume an interrupted scan.")
-    p.add_argument("rasters", nargs="+", metavar="RASTER", help="rasters to scan (any GDAL format)")
+    p.add_argument("rasters", nargs="+", metavar="RASTER",
+                   help="rasters to scan (any GDAL format; a URL or /vsicurl/ path is read "
+                        "over the network)")
     p.add_argument("--find", action="append", required=True, metavar="PHRASE",
                    help="what to find, e.g. 'storage tank' (repeat for several: one layer each)")
     p.add_argument("--region", metavar="FILE",
@@ -85,6 +95,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="where the model runs (default: auto)")
     p.add_argument("--max-answer-tokens", type=int, metavar="N",
                    help="longest answer per tile in tokens (default: the model's)")
+    p.add_argument("--gdal-cache-mb", type=int, default=DEFAULT_GDAL_CACHE_MB, metavar="N",
+                   help=f"cap GDAL's raster block cache at N MiB during the scan (default "
+                        f"{DEFAULT_GDAL_CACHE_MB}; 0: GDAL's default, 5 %% of RAM)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run the tiles on a Ray cluster: HOST:6379 of its head node, or no "
@@ -96,14 +109,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def scan_files(
-    paths: Sequence[Path], engine: GroundingEngine, model_key: str, settings: ScanSettings,
+    paths: Sequence[str | Path], engine: GroundingEngine, model_key: str, settings: ScanSettings,
     out: Path, *, region_lonlat: Any = None, show_progress: bool = True,
     should_stop: Callable[[], bool] | None = None, stderr: TextIO | None = None,
     prefilter_embedder: Any = None,
 ) -> tuple[list[ScanResult], list[str]]:
     """Scan every raster for every query with checkpoints under ``<out>.progress/``; returns
     (results, one error message per raster that could not be scanned). ``prefilter_embedder``:
-    the CLIP for ``settings``' pre-filter (needed when it sets one)."""
+    the CLIP for ``settings``' pre-filter (needed when it sets one). A raster given as a URL
+    or GDAL network path (a ``str``: pathlib folds its "//") is opened with the network on
+    (:func:`app.scanning.open_policy_for`, as ``--ray`` does); local rasters keep it off."""
     prefilter = None
     if settings.prefilter_threshold is not None or settings.prefilter_top is not None:
         if prefilter_embedder is None:
@@ -114,10 +129,13 @@ def scan_files(
     progress_dir = out.with_name(out.name + ".progress")
     results: list[ScanResult] = []
     errors: list[str] = []
-    with tiles.Catalog(progress_dir / "workspace") as catalog:
+    workspace = progress_dir / "workspace"
+    with tiles.Catalog(workspace) as local, \
+            tiles.Catalog(workspace, policy=open_policy_for("https://")) as network:
         for path in paths:
+            catalog = network if open_policy_for(path).allow_network else local
             try:
-                raster_id = catalog.open(path, trusted=True)
+                raster_id = catalog.open(str(path), trusted=True)
                 raster, source = catalog.get(raster_id), catalog.source(raster_id)
                 region = (None if region_lonlat is None
                           else region_px_from_lonlat(raster, region_lonlat))
@@ -131,9 +149,19 @@ def scan_files(
             except tiles.RegionOutsideError as exc:
                 print(f"{path}: skipped, the region does not meet it ({exc})", file=stderr)
             except tiles.TilesError as exc:
-                errors.append(f"{path}: {exc}")
-                print(f"error: {path}: {exc}", file=stderr)
+                errors.append(f"{path}: {_for_the_command(exc)}")
+                print(f"error: {errors[-1]}", file=stderr)
     return results, errors
+
+
+def _for_the_command(exc: tiles.TilesError) -> str:
+    """The raster error, with what the scan command offers where the app's flag is named."""
+    text = str(exc)
+    if "--allow-network-rasters" in text:
+        text += (" (python -m app.scan has no such flag: it reads a raster over the network "
+                 "only when the command line names it as a URL or /vsicurl/ path; a local "
+                 "file, a VRT included, never fetches URLs)")
+    return text
 
 
 def _scan_with_checkpoint(raster, source, plan, region, engine, query, model_key, settings,
@@ -144,7 +172,8 @@ def _scan_with_checkpoint(raster, source, plan, region, engine, query, model_key
     done = checkpoint.read()
     total = len(plan.tiles)
     if prefilter is not None:  # before the bar, so that it counts the tiles that will run
-        prefilter = prefilter_tiles(raster, plan, query, prefilter, source=source)
+        prefilter = prefilter_tiles(raster, plan, query, prefilter, source=source,
+                                    gdal_cache_mb=settings.gdal_cache_mb)
         total, done = len(prefilter.kept), {i: d for i, d in done.items() if i in prefilter.kept}
     bar = _progress_bar(f"{raster.name}: {query}", total, len(done), show_progress, stderr)
 
@@ -156,7 +185,8 @@ def _scan_with_checkpoint(raster, source, plan, region, engine, query, model_key
         return scan_raster(raster, engine, query, source=source, region_px=region,
                            method=settings.method,
                            batch_size=settings.batch_size, should_stop=should_stop,
-                           progress=finished, done_tiles=done, plan=plan, prefilter=prefilter)
+                           progress=finished, done_tiles=done, plan=plan, prefilter=prefilter,
+                           gdal_cache_mb=settings.gdal_cache_mb)
     finally:
         checkpoint.close()
         bar.close()
@@ -179,11 +209,8 @@ def main(argv: Sequence[str] | None = None, *, engine: GroundingEngine | None = 
                                 tile_px=args.tile_px, gsd_m=args.gsd, overlap=args.overlap,
                                 method=args.merge, batch_size=args.batch_size,
                                 prefilter_threshold=args.prefilter_threshold,
-                                prefilter_top=args.prefilter_top)
-        if args.ray is not None and (args.prefilter_threshold is not None
-                                     or args.prefilter_top is not None):
-            raise ValueError("the CLIP pre-filter does not run with --ray yet; scan in-process "
-                             "or leave out --prefilter-threshold/--prefilter-top")
+                                prefilter_top=args.prefilter_top,
+                                gdal_cache_mb=args.gdal_cache_mb)
         region = tiles.read_geojson(args.region) if args.region else None
         if Path(args.out).suffix.lower() != ".gpkg":
             raise ValueError(f"--out must name a GeoPackage ending in .gpkg, got {args.out!r}; "
@@ -210,7 +237,8 @@ def main(argv: Sequence[str] | None = None, *, engine: GroundingEngine | None = 
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        results, errors = scan_files([Path(p).expanduser() for p in args.rasters], engine,
+        paths = [p if is_network_location(p) else Path(p).expanduser() for p in args.rasters]
+        results, errors = scan_files(paths, engine,
                                      model_key or "", settings, out, region_lonlat=region,
                                      show_progress=not args.quiet, prefilter_embedder=embedder)
     except KeyboardInterrupt:

@@ -15,6 +15,12 @@ then merges with :func:`app.scanning.scan_raster` over the finished tiles (no ti
 the same ``tiles.merge_tiles`` code and order as in-process) and writes the same GeoPackage and
 GeoJSON. A rerun resumes either way: in-process and Ray runs share checkpoints.
 
+CLIP pre-filter (``--prefilter-threshold``/``--prefilter-top``): the driver loads only the CLIP
+embedder (``--prefilter-clip DIR``, else the demo model's CLIP; never the VLM), ranks every
+planned tile with :func:`app.scanning.prefilter_tiles` and hands only the kept tiles to the actors;
+the final merge gets the same :class:`app.scanning.PrefilterOutcome`, so ``prefiltered`` and
+``prefilter_note`` are those of the in-process scan.
+
 Network rasters: a raster named on the command line as a URL (``https://.../scene.tif``) or a
 GDAL network path (``/vsicurl/...``, ``/vsis3/...``) is opened with
 ``OpenPolicy(allow_network=True)``, trusted (the operator named it); local rasters keep the
@@ -42,12 +48,19 @@ import numpy as np
 
 import tiles
 from app.scanning import (
+    DEFAULT_GDAL_CACHE_MB,
     DEFAULT_SCAN_TILE_PX,
     GroundingEngine,
+    PrefilterOutcome,
     ScanResult,
     ScanSettings,
     TileCheckpoint,
+    TilePrefilter,
+    is_network_location,
+    load_prefilter_clip,
+    open_policy_for,
     plan_scan,
+    prefilter_tiles,
     region_px_from_lonlat,
     scan_raster,
 )
@@ -59,7 +72,9 @@ __all__ = [
     "TileWorker",
     "import_ray",
     "init_ray",
+    "is_network_location",
     "main_ray",
+    "open_policy_for",
     "scan_files_ray",
 ]
 
@@ -67,8 +82,6 @@ log = logging.getLogger(__name__)
 
 RAY_REQUIREMENT = "ray[data]==2.60.0"  # the pin in requirements.txt
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_NETWORK_PREFIXES = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
-                     "/vsiswift", "/vsiwebhdfs", "/vsihdfs")
 # Environment the workers need as the driver has it (offline hubs, our own settings).
 _PASS_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "GDAL_CACHEMAX")
 
@@ -168,11 +181,13 @@ class TileWorker:
     """A Ray Data actor: one engine, loaded once; reads its tiles itself and returns their
     detections (raster pixels) as checkpoint lines, one output row per tile run."""
 
-    def __init__(self, recipe: EngineRecipe, jobs: dict[int, ScanJob], batch_size: int) -> None:
+    def __init__(self, recipe: EngineRecipe, jobs: dict[int, ScanJob], batch_size: int,
+                 gdal_cache_mb: int | None = DEFAULT_GDAL_CACHE_MB) -> None:
         logging.basicConfig(level=logging.WARNING)
         self.engine = recipe.load()
         self.jobs = jobs
         self.batch_size = batch_size
+        self.gdal_cache_mb = gdal_cache_mb
         self._sources: dict[int, tiles.RasterSource] = {}
 
     def _source(self, job_id: int) -> tiles.RasterSource:
@@ -197,7 +212,8 @@ class TileWorker:
             found: list[tiles.TileDetections] = []
             try:
                 scan_raster(job.raster, self.engine, job.query, source=self._source(job_id),
-                            plan=sub, batch_size=self.batch_size, progress=found.append)
+                            plan=sub, batch_size=self.batch_size, progress=found.append,
+                            gdal_cache_mb=self.gdal_cache_mb)
             except tiles.TilesError as exc:  # this raster, not the worker: report, go on
                 out_job.append(job_id)
                 out_tile.append(-1)
@@ -240,21 +256,6 @@ class _MergeOnly:
     def run_batch(self, images: Sequence[np.ndarray], task: Any,
                   question: str | None = None) -> list[Any]:
         raise RuntimeError("bug: the Ray driver asked for tiles that its workers had not run")
-
-
-def is_network_location(path: str) -> bool:
-    """A URL (``https://...``, ``s3://...``) or a GDAL network path (``/vsicurl/...``)."""
-    text = str(path)
-    return "://" in text or text.startswith(_NETWORK_PREFIXES)
-
-
-def open_policy_for(path: str | Path) -> tiles.OpenPolicy:
-    """The policy a command-line raster is opened under: the network only for a raster the
-    operator named as a URL or GDAL network path, never for local files (a local VRT stays
-    unable to fetch URLs)."""
-    if is_network_location(str(path)):
-        return tiles.OpenPolicy(allow_network=True)
-    return tiles.DEFAULT_POLICY
 
 
 def resolve_tile_px(settings: ScanSettings, recipe: EngineRecipe) -> int:
@@ -312,12 +313,20 @@ def _pool_options(ray: Any, recipe: EngineRecipe, actors: int | None,
 def scan_files_ray(
     paths: Sequence[str | Path], recipe: EngineRecipe, settings: ScanSettings, out: Path, *,
     address: str | None = None, actors: int | None = None, region_lonlat: Any = None,
-    show_progress: bool = True, stderr: TextIO | None = None,
+    show_progress: bool = True, stderr: TextIO | None = None, prefilter_embedder: Any = None,
 ) -> tuple[list[ScanResult], list[str]]:
     """:func:`app.scan.scan_files` on a Ray cluster: same plans, checkpoints (under
     ``<out>.progress/``), results and per-raster error messages; tiles run on ``actors`` Ray
-    actors (default: one per GPU, else per CPU of the cluster)."""
+    actors (default: one per GPU, else per CPU of the cluster). ``prefilter_embedder``: the
+    CLIP of ``settings``' pre-filter (needed when it sets one); it ranks the tiles here, on the
+    driver, and only the kept tiles go to the actors."""
     stderr = stderr or sys.stderr
+    prefilter = None
+    if settings.prefilter_threshold is not None or settings.prefilter_top is not None:
+        if prefilter_embedder is None:
+            raise ScanRayError("the CLIP pre-filter needs an embedder: pass --prefilter-clip DIR")
+        prefilter = TilePrefilter(prefilter_embedder, threshold=settings.prefilter_threshold,
+                                  top_fraction=settings.prefilter_top)
     ray = import_ray()
     progress_dir = out.with_name(out.name + ".progress")
     model_key = recipe.model_key()
@@ -327,6 +336,7 @@ def scan_files_ray(
     places: dict[int, tuple[tiles.RasterSource, Any]] = {}  # job -> (driver source, region)
     checkpoints: dict[int, TileCheckpoint] = {}
     done: dict[int, dict[int, tiles.TileDetections]] = {}
+    kept: dict[int, PrefilterOutcome] = {}  # job -> the pre-filter's outcome (with one)
     failed: set[str] = set()
     job_path: dict[int, str] = {}
     local = tiles.Catalog(progress_dir / "workspace")
@@ -343,6 +353,9 @@ def scan_files_ray(
                           else region_px_from_lonlat(raster, region_lonlat))
                 plan = plan_scan(raster, None, source=source, region_px=region, tile_px=tile_px,
                                  gsd_m=settings.gsd_m, overlap=settings.overlap)
+                outcomes = {query: prefilter_tiles(raster, plan, query, prefilter, source=source,
+                                                   gdal_cache_mb=settings.gdal_cache_mb)
+                            for query in settings.queries} if prefilter is not None else {}
             except tiles.RegionOutsideError as exc:
                 print(f"{path}: skipped, the region does not meet it ({exc})", file=stderr)
                 continue
@@ -358,9 +371,15 @@ def scan_files_ray(
                 key = TileCheckpoint.key(raster, query, model_key, plan)
                 checkpoints[job_id] = TileCheckpoint(progress_dir / f"{key}.jsonl", plan)
                 done[job_id] = checkpoints[job_id].read()
+                if query in outcomes:  # only the tiles the pre-filter kept run and merge
+                    kept[job_id] = outcomes[query]
+                    done[job_id] = {i: d for i, d in done[job_id].items()
+                                    if i in outcomes[query].kept}
         rows = [{"job": j, "tile": t.index} for j, job in jobs.items()
-                for t in job.plan.tiles if t.index not in done[j]]
-        total = sum(len(job.plan.tiles) for job in jobs.values())
+                for t in job.plan.tiles
+                if t.index not in done[j] and (j not in kept or t.index in kept[j].kept)]
+        total = sum(len(kept[j].kept) if j in kept else len(job.plan.tiles)
+                    for j, job in jobs.items())
         bar = _progress_bar(total, total - len(rows), show_progress, stderr)
         try:
             if rows:
@@ -389,7 +408,8 @@ def scan_files_ray(
             results.append(scan_raster(
                 job.raster, _MergeOnly(), job.query, source=source, region_px=region,
                 method=settings.method, batch_size=settings.batch_size,
-                done_tiles=done[job_id], plan=job.plan))
+                done_tiles=done[job_id], plan=job.plan, prefilter=kept.get(job_id),
+                gdal_cache_mb=settings.gdal_cache_mb))
         return results, errors
     finally:
         local.close_all()
@@ -412,7 +432,8 @@ def _run_on_ray(ray: Any, recipe: EngineRecipe, jobs: dict[int, ScanJob], rows: 
     blocks = max(1, min(len(rows), size * 4, -(-len(rows) // settings.batch_size)))
     dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
         TileWorker, fn_constructor_kwargs={"recipe": recipe, "jobs": jobs,
-                                           "batch_size": settings.batch_size},
+                                           "batch_size": settings.batch_size,
+                                           "gdal_cache_mb": settings.gdal_cache_mb},
         batch_size=settings.batch_size, batch_format="numpy",
         compute=ActorPoolStrategy(size=size), **per_actor)
     log.info("Ray scan: %d tiles on %d actors (%s each)", len(rows), size, per_actor)
@@ -459,11 +480,19 @@ def main_ray(args: argparse.Namespace, settings: ScanSettings, region_lonlat: An
         return 2
     out = Path(args.out).expanduser()
     paths = [p if is_network_location(p) else Path(p).expanduser() for p in args.rasters]
+    embedder = None
+    if settings.prefilter_threshold is not None or settings.prefilter_top is not None:
+        try:  # the CLIP only: the driver never loads the VLM
+            embedder = load_prefilter_clip(args.prefilter_clip, args.model)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         results, errors = scan_files_ray(paths, EngineRecipe.from_args(args), settings, out,
                                          address=args.ray or None, actors=args.ray_actors,
                                          region_lonlat=region_lonlat,
-                                         show_progress=not args.quiet)
+                                         show_progress=not args.quiet,
+                                         prefilter_embedder=embedder)
     except ScanRayError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.status

@@ -55,6 +55,7 @@ import tiles
 from engine.types import Answer, Task
 
 __all__ = [
+    "DEFAULT_GDAL_CACHE_MB",
     "DEFAULT_SCAN_TILE_PX",
     "UNSCORED_BOX_SCORE",
     "PrefilterOutcome",
@@ -64,16 +65,19 @@ __all__ = [
     "TileCheckpoint",
     "TilePrefilter",
     "engine_input_px",
-    "write_and_report",
-    "write_results",
+    "is_network_location",
     "layer_name",
+    "load_prefilter_clip",
     "load_scan_engine",
     "merge_objects",
+    "open_policy_for",
     "plan_scan",
     "prefilter_tiles",
     "region_px_from_lonlat",
     "scan_raster",
     "settled_batch_size",
+    "write_and_report",
+    "write_results",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,11 @@ log = logging.getLogger(__name__)
 DEFAULT_SCAN_TILE_PX = 512  # tile side when the engine does not say what it takes
 UNSCORED_BOX_SCORE = 1.0  # score of a box the engine gave without a confidence
 CHECKPOINT_VERSION = 1
+# GDAL block cache (MiB) during a scan: a native-resolution scan decodes blocks that later tiles,
+# far away, never reuse; GDAL's default (5 % of RAM) let the RSS grow ~1.1 MB per tile.
+DEFAULT_GDAL_CACHE_MB = 64
+_NETWORK_PREFIXES = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
+                     "/vsiswift", "/vsiwebhdfs", "/vsihdfs")
 
 
 @runtime_checkable
@@ -202,6 +211,7 @@ def scan_raster(
     done_tiles: Mapping[int, tiles.TileDetections] | None = None,
     plan: tiles.TilePlan | None = None,
     prefilter: TilePrefilter | PrefilterOutcome | None = None,
+    gdal_cache_mb: int | None = DEFAULT_GDAL_CACHE_MB,
 ) -> ScanResult:
     """Find ``query`` on every tile of ``raster`` and merge the boxes into objects.
 
@@ -218,8 +228,18 @@ def scan_raster(
     planning twice). ``prefilter``: a :class:`TilePrefilter` (CLIP ranks the tiles first), or
     the :class:`PrefilterOutcome` of one already run on this plan and query; only its kept
     tiles are run and merged (done tiles it drops too, so a resumed scan merges what a fresh
-    one does).
+    one does). ``gdal_cache_mb``: GDAL's block cache cap (MiB) while the scan reads
+    (:func:`tiles.gdal_cache_limit`; None or 0: GDAL's default, 5 % of RAM).
     """
+    with tiles.gdal_cache_limit(gdal_cache_mb):
+        return _scan_raster(raster, engine, query, source=source, region_px=region_px,
+                            tile_px=tile_px, gsd_m=gsd_m, overlap=overlap, method=method,
+                            batch_size=batch_size, should_stop=should_stop, progress=progress,
+                            done_tiles=done_tiles, plan=plan, prefilter=prefilter)
+
+
+def _scan_raster(raster, engine, query, *, source, region_px, tile_px, gsd_m, overlap, method,
+                 batch_size, should_stop, progress, done_tiles, plan, prefilter) -> ScanResult:
     query = _check_query(query)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -309,17 +329,20 @@ class PrefilterOutcome:
 
 def prefilter_tiles(raster: tiles.Raster, plan: tiles.TilePlan, query: str,
                     prefilter: TilePrefilter, *,
-                    source: tiles.RasterSource | None = None) -> PrefilterOutcome:
+                    source: tiles.RasterSource | None = None,
+                    gdal_cache_mb: int | None = DEFAULT_GDAL_CACHE_MB) -> PrefilterOutcome:
     """Embed every tile of ``plan`` with CLIP (read windowed, ``prefilter.batch_size`` at a
-    time) and keep those passing ``prefilter`` (ties broken by tile order)."""
+    time, GDAL's block cache capped as in :func:`scan_raster`) and keep those passing
+    ``prefilter`` (ties broken by tile order)."""
     from engine.retrieval.ranking import TILE_QUERY_TEMPLATE, rank_images_for_text
 
     template = prefilter.template or TILE_QUERY_TEMPLATE
     similarity: dict[int, float] = {}
     for start in range(0, len(plan.tiles), prefilter.batch_size):
         batch = plan.tiles[start:start + prefilter.batch_size]
-        images = [tiles.read_crop(raster, t.window, t.max_side, source=source).image
-                  for t in batch]
+        with tiles.gdal_cache_limit(gdal_cache_mb):
+            images = [tiles.read_crop(raster, t.window, t.max_side, source=source).image
+                      for t in batch]
         sims = rank_images_for_text(prefilter.embedder, images, query, template=template,
                                     batch_size=prefilter.batch_size)
         similarity.update((t.index, float(v)) for t, v in zip(batch, sims, strict=True))
@@ -598,6 +621,7 @@ class ScanSettings:
     batch_size: int = 8
     prefilter_threshold: float | None = None  # CLIP pre-filter (see TilePrefilter)
     prefilter_top: float | None = None
+    gdal_cache_mb: int | None = DEFAULT_GDAL_CACHE_MB  # GDAL block cache cap; 0/None: GDAL's
 
     def __post_init__(self) -> None:
         if not self.queries:
@@ -615,6 +639,53 @@ class ScanSettings:
                              f"{tiles.MERGE_METHODS}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.gdal_cache_mb is not None and self.gdal_cache_mb < 0:
+            raise ValueError(f"--gdal-cache-mb is GDAL's block cache in MiB (0: GDAL's default, "
+                             f"5 % of RAM), got {self.gdal_cache_mb}; e.g. --gdal-cache-mb 64")
+
+
+# --- where rasters come from and the pre-filter's CLIP ---------------------------------------
+
+
+def is_network_location(path: str | Path) -> bool:
+    """A URL (``https://...``, ``s3://...``) or a GDAL network path (``/vsicurl/...``)."""
+    text = str(path)
+    return "://" in text or text.startswith(_NETWORK_PREFIXES)
+
+
+def open_policy_for(path: str | Path) -> tiles.OpenPolicy:
+    """The policy a command-line raster is opened under, in-process and with ``--ray``: the
+    network only for a raster the operator named as a URL or GDAL network path (trusted: the
+    operator typed it), never for local files (a local VRT stays unable to fetch URLs)."""
+    if is_network_location(path):
+        return tiles.OpenPolicy(allow_network=True)
+    return tiles.DEFAULT_POLICY
+
+
+def load_prefilter_clip(clip_dir: str | Path | None, model: str | None) -> Any:
+    """The pre-filter's CLIP without loading the VLM (the ``--ray`` driver): ``clip_dir``
+    (--prefilter-clip DIR), else the demo model's CLIP when ``model`` is None (the demo). A
+    ValueError says what to pass otherwise."""
+    from engine.errors import EngineError
+    from engine.retrieval import ClipEmbedder
+
+    if clip_dir is None:
+        from app.demo import demo_manifest
+        from engine.demo.manifest import read_demo_manifest
+
+        manifest = demo_manifest() if model is None else None
+        clip_dir = read_demo_manifest(manifest).embedder_dir if manifest else None
+        if clip_dir is None:
+            raise ValueError("the CLIP pre-filter needs a CLIP: name an embedder directory with "
+                             "--prefilter-clip DIR (e.g. assets/demo/clip); only the demo "
+                             "model's CLIP is found without it")
+        flag = f"the demo model's CLIP {str(clip_dir)!r}"
+    else:
+        flag = f"--prefilter-clip {clip_dir}"
+    try:
+        return ClipEmbedder.load(Path(clip_dir).expanduser())
+    except EngineError as exc:
+        raise ValueError(f"{flag}: {exc}") from exc
 
 
 def load_scan_engine(args: argparse.Namespace) -> tuple[GroundingEngine, str]:

@@ -20,7 +20,9 @@
    whole raster at ``--rss-gsd`` metres per pixel (decimated reads from the COG's overviews) and
    records its RSS after the model load and after each tile; the parent samples the child's RSS
    every 50 ms for the peak. Optionally (``--rss-native-tiles N``) N native-resolution tiles
-   spread over the whole raster. Memory is compared with the raster decoded in memory
+   spread over the whole raster. Each RSS run is repeated for each of ``--rss-gdal-cache-mb``
+   (default ``64 0``: the scan's default cap of GDAL's block cache, then GDAL's own default, 5 %
+   of RAM, as the baseline of the same run). Memory is compared with the raster decoded in memory
    (20,000 x 20,000 x 3 bytes = 1.2 GB), which is never read whole.
 
 Every number comes from this run; the table says which card or CPU made it.
@@ -190,7 +192,8 @@ def rss_child(args: argparse.Namespace) -> None:
 
         start, mono_start = time.perf_counter(), time.monotonic()
         result = scan_raster(raster, engine, args.query, source=source, plan=plan,
-                             batch_size=args.rss_batch, progress=progress)
+                             batch_size=args.rss_batch, progress=progress,
+                             gdal_cache_mb=args.rss_gdal_cache_mb[0])
         elapsed, mono_end = time.perf_counter() - start, time.monotonic()
     out = {"samples": samples, "per_tile": per_tile, "tiles": n, "grid": plan.grid_shape,
            "decimation": plan.decimation, "tile_px": plan.tile_px, "seconds": elapsed,
@@ -199,7 +202,8 @@ def rss_child(args: argparse.Namespace) -> None:
     Path(args.rss_out).write_text(json.dumps(out))
 
 
-def bench_rss(args: argparse.Namespace, native_tiles: int) -> None:
+def bench_rss(args: argparse.Namespace, native_tiles: int, cache_mb: int) -> float:
+    """One RSS run in a child; prints its table and returns the RSS growth (MiB) over it."""
     import psutil
     from bench_tiles import build_cog
 
@@ -210,7 +214,7 @@ def bench_rss(args: argparse.Namespace, native_tiles: int) -> None:
                "--rss-gsd", str(args.rss_gsd), "--rss-batch", str(args.rss_batch),
                "--rss-native-tiles", str(native_tiles), "--query", args.query,
                "--device", args.device, "--backbone", args.backbone,
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--rss-gdal-cache-mb", str(cache_mb)]
         for flag, value in (("--model-dir", args.model_dir), ("--tile-px", args.tile_px),
                             ("--adapter", args.adapter)):
             if value is not None:
@@ -249,7 +253,8 @@ def bench_rss(args: argparse.Namespace, native_tiles: int) -> None:
     mode = (f"{data['tiles']} native tiles spread over the raster" if native_tiles else
             f"all {data['tiles']} tiles of the whole raster at {args.rss_gsd} m/px "
             f"(decimation {data['decimation']:.1f}, grid {data['grid'][0]} x {data['grid'][1]})")
-    print(f"\nPeak RSS scanning the {w:,} x {h:,} COG: {mode}, {data['tile_px']} px tiles, "
+    cache = f"GDAL cache capped at {cache_mb} MiB" if cache_mb else "GDAL cache at its default"
+    print(f"\nPeak RSS scanning the {w:,} x {h:,} COG: {mode}, {cache}, {data['tile_px']} px tiles, "
           f"batch {args.rss_batch}, {data['seconds']:.0f} s "
           f"({data['tiles'] / data['seconds']:.1f} tiles/s), {data['objects']} objects\n")
     print("| point | RSS (MiB) | vs after model load |")
@@ -270,6 +275,18 @@ def bench_rss(args: argparse.Namespace, native_tiles: int) -> None:
           f"{growth / max(1, len(per_tile) * 0.9):+.0f} B per tile); the raster decoded would "
           f"be {raster_bytes / mib:,.0f} MiB: peak while scanning minus model load = "
           f"{(peak_scan - load) / mib:.0f} MiB = {(peak_scan - load) / raster_bytes:.1%} of it")
+    return growth / mib
+
+
+def bench_rss_caches(args: argparse.Namespace, native_tiles: int) -> None:
+    growth = {mb: bench_rss(args, native_tiles, mb) for mb in args.rss_gdal_cache_mb}
+    if len(growth) > 1:
+        base_mb = args.rss_gdal_cache_mb[-1]
+        print("\n| GDAL cache | RSS growth first->last 10 % of tiles (MiB) | vs "
+              f"{base_mb or 'default'} |\n|---|---|---|")
+        for mb, g in growth.items():
+            ratio = g / growth[base_mb] if growth[base_mb] else float("nan")
+            print(f"| {f'{mb} MiB' if mb else 'GDAL default'} | {g:+.0f} | {ratio:.2f}x |")
 
 
 def main() -> None:
@@ -293,6 +310,9 @@ def main() -> None:
     p.add_argument("--rss-batch", type=int, default=8)
     p.add_argument("--rss-native-tiles", type=int, default=0,
                    help="also: N native-resolution tiles spread over the COG")
+    p.add_argument("--rss-gdal-cache-mb", type=int, nargs="+", default=[64, 0],
+                   help="GDAL block cache caps (MiB) to run the RSS scans with; 0: GDAL's "
+                        "default (the baseline, last)")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--skip-rss-whole", action="store_true",
                    help="only the --rss-native-tiles run")
@@ -308,9 +328,9 @@ def main() -> None:
         bench_throughput(args)
     if not args.skip_rss:
         if not args.skip_rss_whole:
-            bench_rss(args, 0)
+            bench_rss_caches(args, 0)
         if args.rss_native_tiles:
-            bench_rss(args, args.rss_native_tiles)
+            bench_rss_caches(args, args.rss_native_tiles)
 
 
 if __name__ == "__main__":

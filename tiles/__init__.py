@@ -91,7 +91,7 @@ from tiles.merge import (
     merge_tiles,
     tile_detections,
 )
-from tiles.opening import DEFAULT_POLICY, OpenPolicy, open_dataset
+from tiles.opening import DEFAULT_POLICY, OpenPolicy, gdal_cache_limit, open_dataset
 from tiles.pairs import CropPair, PairGrid, PairOverlapError, read_crop_pair
 from tiles.pixelspace import (
     LEAFLET_SIMPLE,
@@ -206,6 +206,7 @@ __all__ = [
     "crs_label",
     "empty_tile_predicate",
     "full_window",
+    "gdal_cache_limit",
     "geometry_leaflet_simple_to_px",
     "get_band_preset",
     "ground_resolution_m",

@@ -32,7 +32,7 @@ from affine import Affine
 from shapely.geometry import Polygon
 
 from tiles.crop import Crop
-from tiles.crs import LONLAT_CRS, transform_xy, unwrap_lon
+from tiles.crs import LONLAT_CRS, transform_xy
 from tiles.errors import GeometryError, NotGeoreferencedError
 from tiles.pixelspace import PIXEL
 from tiles.types import BoxesPx
@@ -166,12 +166,19 @@ def box_to_polygon_px(box: Any) -> Polygon:
     return _polygon_px(as_boxes_px([box])[0])
 
 
-def _densified_ring(polygon: Polygon) -> np.ndarray:
-    """(N, 2) exterior ring without the closing point, ``DENSIFY_SEGMENTS`` points per edge."""
-    ring = np.asarray(polygon.exterior.coords)[:-1]
-    nxt = np.roll(ring, -1, axis=0)
-    t = np.linspace(0.0, 1.0, DENSIFY_SEGMENTS, endpoint=False)[None, :, None]
-    return (ring[:, None, :] + (nxt - ring)[:, None, :] * t).reshape(-1, 2)
+def _densified_rings(rows: np.ndarray) -> np.ndarray:
+    """(N, 4 * DENSIFY_SEGMENTS, 2) rings of ``[x0, y0, x1, y1, angle_deg]`` rows,
+    ``DENSIFY_SEGMENTS`` points per edge, without the closing point (axis-aligned rows vectorised; oriented rows
+    rotated by :func:`_polygon_px`)."""
+    x0, y0, x1, y1, angle = (rows[:, i] for i in range(5))
+    corners = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1),
+                        np.stack([x1, y1], -1), np.stack([x0, y1], -1)], axis=1)  # (N, 4, 2)
+    for i in np.flatnonzero(angle):  # oriented boxes: their rotated corners
+        corners[i] = np.asarray(_polygon_px(rows[i]).exterior.coords)[:-1]
+    nxt = np.roll(corners, -1, axis=1)
+    t = np.linspace(0.0, 1.0, DENSIFY_SEGMENTS, endpoint=False)[None, None, :, None]
+    rings = corners[:, :, None, :] + (nxt - corners)[:, :, None, :] * t  # (N, 4, S, 2)
+    return rings.reshape(len(rows), -1, 2)
 
 
 def boxes_to_lonlat(crop: Crop, boxes_px: BoxesPx) -> list[Polygon]:
@@ -179,14 +186,18 @@ def boxes_to_lonlat(crop: Crop, boxes_px: BoxesPx) -> list[Polygon]:
     NotGeoreferencedError for a crop of a plain image: use :func:`boxes_to_raster_px` (or
     :func:`boxes_to_result_space`) there."""
     _require_georeferenced(crop, "boxes_to_lonlat")
-    polygons = []
-    for row in as_boxes_px(boxes_px):
-        ring_px = _densified_ring(_polygon_px(row))
-        x_crs, y_crs = crop.transform @ (ring_px[:, 0], ring_px[:, 1])
-        lon, lat = transform_xy(crop.crs, LONLAT_CRS, x_crs, y_crs)
-        polygon = Polygon(zip(unwrap_lon(lon), lat, strict=True))
-        polygons.append(shapely.simplify(polygon, _SIMPLIFY_TOLERANCE, preserve_topology=True))
-    return polygons
+    rows = as_boxes_px(boxes_px)
+    if len(rows) == 0:
+        return []
+    # One CRS transform for every box's densified ring (per-box calls cost ~1 ms each).
+    rings_px = _densified_rings(rows)  # (N, P, 2)
+    x_crs, y_crs = crop.transform @ (rings_px[..., 0].ravel(), rings_px[..., 1].ravel())
+    lon, lat = transform_xy(crop.crs, LONLAT_CRS, x_crs, y_crs)
+    lon = np.unwrap(np.reshape(lon, rings_px.shape[:2]), period=360.0, axis=1)  # (N, P)
+    lon -= 360.0 * np.floor((lon[:, :1] + 180.0) / 360.0)  # as unwrap_lon, ring by ring
+    rings = np.stack([lon, np.reshape(lat, rings_px.shape[:2])], axis=-1)  # (N, P, 2)
+    polygons = shapely.polygons(rings)
+    return list(shapely.simplify(polygons, _SIMPLIFY_TOLERANCE, preserve_topology=True))
 
 
 def boxes_to_raster_px(crop: Crop, boxes_px: BoxesPx) -> list[Polygon]:

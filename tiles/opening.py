@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "Location",
     "OpenPolicy",
+    "gdal_cache_limit",
     "gdal_env",
     "gdal_options",
     "gdal_reason",
@@ -347,6 +348,22 @@ def gdal_env(policy: OpenPolicy = DEFAULT_POLICY, *, trusted: bool = False) -> I
     """A ``rasterio.Env`` with :func:`gdal_options`; wrap every open *and* read in it (VRT
     sources are opened lazily, at read time). Costs ~0.1-0.2 ms per entry."""
     with rasterio.Env(**gdal_options(policy, trusted=trusted)):
+        yield
+
+
+@contextlib.contextmanager
+def gdal_cache_limit(cache_mb: int | None) -> Iterator[None]:
+    """Cap GDAL's raster block cache at ``cache_mb`` MiB (``GDAL_CACHEMAX``) for the block;
+    None or 0 leaves GDAL's own default (5 % of RAM). The cache is process-wide: rasterio sets
+    it with ``GDALSetCacheMax64`` on entry and restores the previous size on exit. Long scans
+    of scattered windows use it so that blocks no later read reuses do not pile up."""
+    if cache_mb is None or cache_mb == 0:
+        yield
+        return
+    if isinstance(cache_mb, bool) or not isinstance(cache_mb, int) or cache_mb < 0:
+        raise ValueError(f"the GDAL block cache size is a whole number of MiB >= 0 (0: GDAL's "
+                         f"default), got {cache_mb!r}")
+    with rasterio.Env(GDAL_CACHEMAX=cache_mb * 1024 * 1024):
         yield
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyogrio
 import pytest
+import rasterio
 from affine import Affine
 from scipy import ndimage
 
@@ -465,3 +466,86 @@ def test_the_scan_reports_the_batch_it_settled_on_after_an_oom(tmp_path):
     assert adaptive.batch_size == 2 == engine.batch_limit and "batch 2" in adaptive.summary()
     assert adaptive.tiles_done == adaptive.tiles_total == one.tiles_done > 2
     assert [o.box_px for o in adaptive.objects] == [o.box_px for o in one.objects]
+
+
+# --- network rasters and GDAL's block cache ----------------------------------------------------
+
+
+def test_a_raster_named_as_a_url_is_scanned_in_process_and_a_local_vrt_keeps_the_guard(
+        scene_tif, tmp_path, capsys):
+    """An http(s) raster on the command line is read through /vsicurl/ without --ray (the
+    operator named it, as with --ray) and finds what the local file finds; a local VRT whose
+    source is that URL still cannot reach the network."""
+    from tests.tiles.http_recorder import RangeFileServer
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with rasterio.open(scene_tif) as src:
+        cog = tiles.write_raster(served / "tanks_cog.tif", src.read(), GEO_CRS, src.transform,
+                                 layout="chw", colorinterp=("red", "green", "blue"), cog=True)
+    local_out, url_out, vrt_out = (tmp_path / f"{n}.gpkg" for n in ("local", "url", "vrt"))
+    assert _run([str(cog), "--find", "tank", "--tile-px", "128", "--out", str(local_out)],
+                RedDetector()) == 0
+    with RangeFileServer(served) as server:
+        url = server.url(cog.name)
+        model = RedDetector()
+        assert _run([url, "--find", "tank", "--tile-px", "128", "--out", str(url_out)],
+                    model) == 0
+        assert len(model.crops) == 9
+        vrt = tmp_path / "remote.vrt"
+        vrt.write_text(_vrt_of(f"/vsicurl/{url}", 300))
+        refused = RedDetector()
+        capsys.readouterr()
+        assert _run([str(vrt), "--find", "tank", "--tile-px", "128", "--out", str(vrt_out)],
+                    refused) == 1
+        err = capsys.readouterr().err
+        assert refused.crops == [] and "remote.vrt" in err
+        assert "only when the command line names it as a URL" in err
+    local, remote = _layers(local_out)["tank"], _layers(url_out)["tank"]
+    assert local[0] == remote[0] and local[2] == remote[2] and len(local[2]) == 3
+    assert [{**r, "raster": ""} for r in local[1]] == [{**r, "raster": ""} for r in remote[1]]
+
+
+def _vrt_of(source: str, size_px: int) -> str:
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>{b}</SourceBand>'
+        f'<SrcRect xOff="0" yOff="0" xSize="{size_px}" ySize="{size_px}"/>'
+        f'<DstRect xOff="0" yOff="0" xSize="{size_px}" ySize="{size_px}"/>'
+        "</SimpleSource></VRTRasterBand>" for b in (1, 2, 3))
+    return f'<VRTDataset rasterXSize="{size_px}" rasterYSize="{size_px}">{bands}</VRTDataset>'
+
+
+class CacheWatcher(RedDetector):
+    """RedDetector that also notes GDAL's block cache size (bytes) whenever it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache_bytes: set[int] = set()
+
+    def run_batch(self, images, task, question=None) -> list[Answer]:
+        from rasterio.env import get_gdal_config
+
+        self.cache_bytes.add(int(get_gdal_config("GDAL_CACHEMAX")))
+        return super().run_batch(images, task, question)
+
+
+def test_the_scan_caps_gdals_block_cache_and_restores_it(scene_tif, tmp_path, capsys):
+    from rasterio.env import get_gdal_config
+
+    before = int(get_gdal_config("GDAL_CACHEMAX"))
+    args = [str(scene_tif), "--find", "tank", "--tile-px", "128"]
+    default = CacheWatcher()
+    assert _run([*args, "--out", str(tmp_path / "a.gpkg")], default) == 0
+    assert default.cache_bytes == {64 * 1024 * 1024}
+    small = CacheWatcher()
+    assert _run([*args, "--gdal-cache-mb", "16", "--out", str(tmp_path / "b.gpkg")], small) == 0
+    assert small.cache_bytes == {16 * 1024 * 1024}
+    off = CacheWatcher()  # 0: GDAL's own default, untouched
+    assert _run([*args, "--gdal-cache-mb", "0", "--out", str(tmp_path / "c.gpkg")], off) == 0
+    assert off.cache_bytes == {before}
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == before
+    capsys.readouterr()
+    assert _run([*args, "--gdal-cache-mb", "-1", "--out", str(tmp_path / "d.gpkg")],
+                RedDetector()) == 2
+    assert "--gdal-cache-mb" in capsys.readouterr().err

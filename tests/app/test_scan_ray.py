@@ -23,6 +23,7 @@ import tiles
 from app.demo import DEMO_RASTER, demo_manifest
 from app.scan import main
 from app.scanning import ScanSettings, engine_input_px, load_scan_engine
+from tests.tiles.http_recorder import RangeFileServer
 
 pytestmark = pytest.mark.skipif(demo_manifest() is None,
                                 reason="the demo model is not built (python assets/build_demo.py)")
@@ -120,6 +121,29 @@ def test_a_ray_scan_finds_the_features_of_the_in_process_scan_and_shares_its_che
     _assert_same_features(out, in_process)
 
 
+def test_a_ray_scan_with_the_clip_prefilter_runs_and_merges_only_the_kept_tiles(
+        ray_cluster, scene, demo_engine, tmp_path, capsys):
+    """--ray with --prefilter-top: the driver ranks the tiles with the demo's CLIP (no VLM on
+    the driver) and the actors run only the kept ones; the features and the pre-filtered count
+    are those of the in-process scan with the same pre-filter."""
+    engine, key = demo_engine
+    args = [str(scene), "--find", QUERY, "--batch-size", "4", "--prefilter-top", "0.5",
+            "--quiet"]
+    here = tmp_path / "in-process" / "found.gpkg"
+    assert main([*args, "--out", str(here)], engine=engine, model_key=key) == 0
+    in_process_err = capsys.readouterr().err
+    out = tmp_path / "ray" / "found.gpkg"
+    assert main([*args, "--out", str(out), "--device", "cpu", "--ray", "--ray-actors", "1"]) == 0
+    ray_err = capsys.readouterr().err
+    # 9 tiles, the best half (ceil(4.5) = 5) kept: 4 left out, on both paths.
+    assert "4 left out by the CLIP pre-filter" in in_process_err
+    assert "4 left out by the CLIP pre-filter" in ray_err
+    [checkpoint] = out.with_name(out.name + ".progress").glob("*.jsonl")
+    [theirs] = here.with_name(here.name + ".progress").glob("*.jsonl")
+    assert _rows(checkpoint).keys() == _rows(theirs).keys() and len(_rows(checkpoint)) == 5
+    _assert_same_features(out, here)
+
+
 def test_the_driver_reads_the_tile_size_and_key_the_command_would_load(demo_engine):
     from app.scan_ray import EngineRecipe, resolve_tile_px
 
@@ -146,40 +170,6 @@ def test_bad_ray_arguments_stop_before_any_work(scene, extra, engine, message, c
     assert not (tmp_path / "o.gpkg.progress").exists()
 
 
-# A file server with HTTP Range requests (GDAL's /vsicurl/ reads COGs block by block), in its own
-# process: GDAL may hold the GIL while it waits for the server.
-RANGE_SERVER = """
-import http.server, sys
-from pathlib import Path
-
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        ranges = self.headers.get("Range")
-        path = Path(self.translate_path(self.path))
-        if not ranges or not path.is_file():
-            return super().do_GET()
-        data = path.read_bytes()
-        start, _, end = ranges.removeprefix("bytes=").partition("-")
-        first, last = int(start), min(int(end) if end else len(data) - 1, len(data) - 1)
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
-        self.send_header("Content-Length", str(last - first + 1))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        self.wfile.write(data[first:last + 1])
-
-def handler(*args, **kwargs):
-    return Handler(*args, directory=sys.argv[1], **kwargs)
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-print(server.server_port, flush=True)
-server.serve_forever()
-"""
-
-
 def test_workers_read_a_cog_url_only_because_the_operator_named_it(scene, tmp_path):
     """What a worker does with a URL raster (no Ray needed): the driver opens it under the
     network policy the URL earned, the worker reads tiles through /vsicurl/ with the policy the
@@ -189,10 +179,8 @@ def test_workers_read_a_cog_url_only_because_the_operator_named_it(scene, tmp_pa
     cog = tiles.write_raster(tmp_path / "scene_cog.tif", rasterio.open(scene).read(),
                              "EPSG:32633", rasterio.open(scene).transform, layout="chw",
                              colorinterp=("red", "green", "blue"), cog=True)
-    server = subprocess.Popen([sys.executable, "-c", RANGE_SERVER, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{int(server.stdout.readline())}/{cog.name}"
-    try:
+    with RangeFileServer(tmp_path) as server:
+        url = server.url(cog.name)
         assert not open_policy_for(str(scene)).allow_network
         with pytest.raises(tiles.RasterAccessError, match="network"):
             tiles.open_raster(url, policy=open_policy_for(str(scene)), trusted=True)
@@ -206,6 +194,3 @@ def test_workers_read_a_cog_url_only_because_the_operator_named_it(scene, tmp_pa
             remote = tiles.read_crop(raster, tile.window, tile.max_side, source=worker_source)
             assert (remote.image == tiles.read_crop(local, tile.window, tile.max_side).image).all()
         worker_source.close()
-    finally:
-        server.kill()
-        server.wait()

@@ -1,10 +1,14 @@
 """Take the README screenshot: the real app in chromium on a real raster.
 
     python -m tests.e2e.make_screenshot [launch.py flags ...] [--out docs/screenshot.png]
+    python -m tests.e2e.make_screenshot --find "storage tank" --out docs/screenshot_search.png
 
 Without ``--raster`` it uses ../shared/data/geotiff/cogeo.tif (real aerial imagery) when that
 folder exists, else the demo raster. With a model (``--model`` or the shipped demo model) it
-also asks "Describe region" about the drawn rectangle so the answer shows.
+also asks "Describe region" about the drawn rectangle so the answer shows; with ``--find PHRASE``
+it runs "Find objects" for the phrase over the drawn rectangle instead (a region larger than one
+model input: the tile-by-tile search) on the demo raster and its "before" twin (the demo pair,
+shown as a swipe).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ SHARED_RASTER = REPO_ROOT.parent / "shared" / "data" / "geotiff" / "cogeo.tif"
 def main(argv: list[str] | None = None) -> int:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--out", default=str(REPO_ROOT / "docs" / "screenshot.png"))
+    own.add_argument("--find", metavar="PHRASE", help="run 'Find objects' for PHRASE on the demo pair")
     args, launch_argv = own.parse_known_args(argv)
-    if "--raster" not in launch_argv and SHARED_RASTER.is_file():
+    if "--raster" not in launch_argv and SHARED_RASTER.is_file() and args.find is None:
         launch_argv += ["--raster", str(SHARED_RASTER)]
     if "--workspace" not in launch_argv:
         launch_argv += ["--workspace", tempfile.mkdtemp(prefix="geolens-shot-")]
@@ -55,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
             page.mouse.move(box["x"] + box["width"] * 0.62, box["y"] + box["height"] * 0.60, steps=8)
             page.mouse.up()
             page.wait_for_function("() => document.querySelector('#geolens-region').innerText.includes('Drawn')")
-            if services.model_status.loaded:
+            if services.model_status.loaded and args.find:
+                page.locator("#geolens-task").get_by_text("Find objects", exact=True).click()
+                page.locator("#geolens-question textarea").fill(args.find)
+                page.locator("#geolens-ask").click()
+                page.wait_for_function("() => document.querySelector('#geolens-status').innerText.includes('Searched')",
+                                       timeout=600_000)
+            elif services.model_status.loaded:
                 page.locator("#geolens-task").get_by_text("Describe region", exact=True).click()
                 page.locator("#geolens-ask").click()
                 page.wait_for_function("() => document.querySelector('#geolens-status').innerText.includes('Answered')",

@@ -59,10 +59,10 @@ def _gdalwarp_binary(path: Path, pair: tiles.CropPair, resampling: Resampling, t
     subprocess.run(
         ["gdalwarp", "-q", "-overwrite", "-t_srs", pair.crs, "-te", str(west), str(south),
          str(east), str(north), "-ts", str(pair.width), str(pair.height), "-r",
-         resampling.name, "-srcnodata", "0", "-dstnodata", "0", "-b", "1", "-b", "2", "-b", "3",
-         str(path), str(out)], check=True)
+         resampling.name, "-srcnodata", "0", "-dstnodata", "0", str(path), str(out)],
+        check=True)  # every band (``-b`` needs GDAL >= 3.7); R, G, B are the first three
     with rasterio.open(out) as ds:
-        return ds.read().transpose(1, 2, 0)
+        return ds.read([1, 2, 3]).transpose(1, 2, 0)
 
 
 @pytest.mark.parametrize("resampling", [Resampling.bilinear, Resampling.nearest])
