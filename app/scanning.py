@@ -211,7 +211,7 @@ def scan_raster(
     done_tiles: Mapping[int, tiles.TileDetections] | None = None,
     plan: tiles.TilePlan | None = None,
     prefilter: TilePrefilter | PrefilterOutcome | None = None,
-    gdal_cache_mb: int | None = DEFAULT_GDAL_CACHE_MB,
+    gdal_cache_mb: int | None = None,
 ) -> ScanResult:
     """Find ``query`` on every tile of ``raster`` and merge the boxes into objects.
 
@@ -229,7 +229,9 @@ def scan_raster(
     the :class:`PrefilterOutcome` of one already run on this plan and query; only its kept
     tiles are run and merged (done tiles it drops too, so a resumed scan merges what a fresh
     one does). ``gdal_cache_mb``: GDAL's block cache cap (MiB) while the scan reads
-    (:func:`tiles.gdal_cache_limit`; None or 0: GDAL's default, 5 % of RAM).
+    (:func:`tiles.gdal_cache_limit`; None or 0, the default: leave the cache alone). The cache
+    size is process-wide and shrinking it flushes blocks other threads may be reading, so only
+    single-threaded scan processes set it (the command, Ray actors), never the app.
     """
     with tiles.gdal_cache_limit(gdal_cache_mb):
         return _scan_raster(raster, engine, query, source=source, region_px=region_px,
@@ -330,7 +332,7 @@ class PrefilterOutcome:
 def prefilter_tiles(raster: tiles.Raster, plan: tiles.TilePlan, query: str,
                     prefilter: TilePrefilter, *,
                     source: tiles.RasterSource | None = None,
-                    gdal_cache_mb: int | None = DEFAULT_GDAL_CACHE_MB) -> PrefilterOutcome:
+                    gdal_cache_mb: int | None = None) -> PrefilterOutcome:
     """Embed every tile of ``plan`` with CLIP (read windowed, ``prefilter.batch_size`` at a
     time, GDAL's block cache capped as in :func:`scan_raster`) and keep those passing
     ``prefilter`` (ties broken by tile order)."""
