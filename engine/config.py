@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.types import Task
 
 __all__ = [
     "BACKBONE_NAMES",
@@ -172,12 +173,18 @@ class LoraConfig:
     """LoRA (peft) on the LLM's attention and MLP linears (paper IV-A3; its values were lost).
 
     Defaults: rank 64, alpha 128 (scale 2), dropout 0.05.
+
+    ``tasks``: the task names (``engine.types.Task`` values) the LoRA runs for; every other
+    request runs with the LoRA layers disabled, i.e. exactly the model without LoRA (a
+    *task-routed* LoRA, docs/DESIGN.md). ``None`` (the default, and what adapters written before
+    this field load as): the LoRA runs for every task.
     """
 
     rank: int = 64
     alpha: int = 128
     dropout: float = 0.05
     target_modules: tuple[str, ...] = LLM_LINEAR_NAMES
+    tasks: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _positive_int("lora.rank", self.rank)
@@ -186,6 +193,15 @@ class LoraConfig:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         for name in self.target_modules:
             _choice("lora.target_modules entry", name, LLM_LINEAR_NAMES)
+        if self.tasks is not None:
+            if isinstance(self.tasks, str) or not self.tasks:
+                raise ConfigError(
+                    f"lora.tasks must be a non-empty list of task names or null (LoRA on every "
+                    f"task), got {self.tasks!r}"
+                )
+            object.__setattr__(self, "tasks", tuple(self.tasks))
+            for name in self.tasks:
+                _choice("lora.tasks entry", name, tuple(t.value for t in Task))
 
 
 @dataclass(frozen=True)

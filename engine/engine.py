@@ -376,6 +376,7 @@ class Engine:
         retrieval_s: float,
     ) -> Iterator[StreamEvent]:
         bb = self.vlm.backbone
+        self.vlm.route_lora(request.task)  # a task-routed LoRA runs for its tasks only
         # (before, after) for change tasks: one sample of two images, boxes on the after grid
         images = bb.preprocess(request.images, scale).grouped([len(request.images)])
         batch = self._batch(images, [self._sample(request, evidence, images, 0)])
@@ -416,6 +417,7 @@ class Engine:
         self, requests: list[Request], evidence, scale: float, start: float, retrieval_s: float
     ) -> list[Answer]:
         bb = self.vlm.backbone
+        self.vlm.route_lora(requests[0].task)  # one task per batch (run_batch)
         images = bb.preprocess([r.image for r in requests], scale)
         samples = [
             self._sample(r, ev, images, i) for i, (r, ev) in enumerate(zip(requests, evidence))

@@ -116,7 +116,14 @@ class AdapterManifest:
                 base_signature=data["base_signature"],
                 prompter=PrompterConfig(**data["prompter"]),
                 experts=ExpertConfig(**experts),
-                lora=LoraConfig(**{**lora, "target_modules": tuple(lora["target_modules"])})
+                lora=LoraConfig(
+                    **{
+                        **lora,
+                        "target_modules": tuple(lora["target_modules"]),
+                        # adapters written before task routing: LoRA on every task
+                        "tasks": tuple(lora["tasks"]) if lora.get("tasks") else None,
+                    }
+                )
                 if lora
                 else None,
             )

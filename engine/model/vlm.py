@@ -35,7 +35,7 @@ from engine.errors import EngineError
 from engine.model.backbones.base import Backbone, Deepstack, EncodedImages
 from engine.model.experts import attach_experts
 from engine.model.inputs import VLMBatch
-from engine.model.lora import attach_lora, lora_parameters
+from engine.model.lora import attach_lora, lora_parameters, route_lora
 from engine.model.prompter import MultiLevelVisualPrompter, PrompterInputs
 from engine.model.roles import IMAGE, SEMANTIC, TEXT, TokenRoles
 
@@ -191,6 +191,15 @@ class SemanticVLM(nn.Module):
             embeds, attention_mask, step_positions, past_key_values=cache, logits_to_keep=1
         )
         return out.logits[:, -1]
+
+    def route_lora(self, task) -> bool:
+        """Turn the LoRA on for ``task`` (a :class:`engine.types.Task` or its name) when
+        ``lora_config.tasks`` is ``None`` or names it, off otherwise (then the model computes
+        exactly what it computes without LoRA); returns whether LoRA is on (False: no LoRA)."""
+        if self.lora_config is None:
+            return False
+        name = getattr(task, "value", task)
+        return route_lora(self.backbone.decoder, self.lora_config.tasks, name)
 
     # --- training support ------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -24,6 +24,13 @@ on the same fresh scenes. CLI::
     python -m lab.demo.change_stage train --work workspace/change_stage   # the run (resumes)
     python -m lab.demo.change_stage score --work workspace/change_stage   # both models' scores
     python -m lab.demo.change_stage export --work workspace/change_stage  # into assets/demo
+
+``--mode lora`` (train): a *task-routed* LoRA instead (docs/DESIGN.md): the shipped model and
+adapter stay frozen, a LoRA on the LLM decoder (``lora_rank``, alpha 2 x rank) trains on the
+change samples only, and its adapter records ``lora.tasks`` = the change tasks, so the engine
+runs single-image requests with the LoRA off, exactly as the shipped model (no forgetting by
+construction). Such a run has no ``final/base``: ``score`` and ``export`` use the shipped base
+(``export`` then replaces only ``assets/demo/adapter``).
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ SHIPPED = REPO / "assets" / "demo"
 
 # relative weights inside the change samples (question types of lab.synthetic.change)
 CHANGE_WEIGHTS = {"change_caption": 1.0, "change_presence": 0.4, "change_ground": 1.6}
+# the tasks a task-routed LoRA (--mode lora) runs for
+CHANGE_TASKS = ("change_caption", "change_ground", "change_ask")
+MODES = ("full", "lora")
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,9 @@ class ChangeStage:
     warmup_steps: int = 20
     change_share: float = 0.4  # of the sampling mass; the rest replays single-image samples
     seed: int = 0
+    # --mode lora: a task-routed LoRA on the frozen shipped model, change samples only
+    lora_rank: int = 16
+    lora_lr: float = 1e-3
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -156,11 +169,13 @@ def change_config(
     start: Path | None = None,
     name: str = "change",
     lr: float | None = None,
+    mode: str = "full",
 ):
     """The :class:`engine.training.TrainConfig` of the stage: the shipped base and adapter
     (or ``start``: a run's ``final/``, to continue a change run with a new schedule) trained on
-    pairs + replay (``work/runs/<name>``); the tower stays frozen."""
-    from engine.config import EngineConfig, ExpertConfig, PrompterConfig, QuantConfig
+    pairs + replay (``work/runs/<name>``); the tower stays frozen. ``mode="lora"``: only a
+    task-routed LoRA trains, on the change pairs alone (module docstring)."""
+    from engine.config import EngineConfig, ExpertConfig, LoraConfig, PrompterConfig, QuantConfig
     from engine.training.config import (
         DataConfig,
         DataSource,
@@ -175,14 +190,32 @@ def change_config(
     data = work / "data"
     adapter = json.loads((shipped / "adapter" / "adapter_config.json").read_text("utf-8"))
     experts = adapter.get("experts") or {}
-    groups = ("llm", "projector", "prompter", "experts")
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not a change-stage mode; use one of {MODES}")
+    lora_mode = mode == "lora"
+    if lora_mode and start is not None and not (start / "base").is_dir():
+        start_model = shipped / "model"  # a LoRA run's final/ has no base: the shipped one
+    else:
+        start_model = start / "base" if start else shipped / "model"
+    groups = ("lora",) if lora_mode else ("llm", "projector", "prompter", "experts")
+    lora = (
+        LoraConfig(rank=stage.lora_rank, alpha=2 * stage.lora_rank, dropout=0.0, tasks=CHANGE_TASKS)
+        if lora_mode
+        else None
+    )
+    train_sources = (DataSource(data / "change_train" / "pairs.jsonl"),)
+    val_sources = (DataSource(data / "change_val" / "pairs.jsonl"),)
+    if not lora_mode:  # replay the single-image samples against forgetting
+        train_sources = (DataSource(data / "replay" / "train.jsonl"), *train_sources)
+        val_sources = (DataSource(data / "replay" / "val.jsonl"), *val_sources)
+    rate = lr or (stage.lora_lr if lora_mode else stage.lr)
     return TrainConfig(
         stage="instruct",
         output_dir=work / "runs" / name,
         model=ModelSection(
             EngineConfig(
                 backbone="paper",
-                model_path=start / "base" if start else shipped / "model",
+                model_path=start_model,
                 device="cpu",
                 prompter=PrompterConfig(
                     num_tokens=recipe.prompter_tokens,
@@ -194,25 +227,19 @@ def change_config(
                     rank=experts.get("rank", recipe.expert_rank),
                     every=experts.get("every", recipe.expert_every),
                 ),
-                lora=None,
+                lora=lora,
                 quant=QuantConfig(mode="none"),
             ),
             init_adapter=start / "adapter" if start else shipped / "adapter",
         ),
         data=DataConfig(
-            train=(
-                DataSource(data / "replay" / "train.jsonl"),
-                DataSource(data / "change_train" / "pairs.jsonl"),
-            ),
-            val=(
-                DataSource(data / "replay" / "val.jsonl"),
-                DataSource(data / "change_val" / "pairs.jsonl"),
-            ),
-            weights=sampling_weights(stage, data),
+            train=train_sources,
+            val=val_sources,
+            weights=dict(CHANGE_WEIGHTS) if lora_mode else sampling_weights(stage, data),
             val_limit=128,
         ),
         optim=OptimConfig(
-            lr={g: lr or stage.lr for g in groups},
+            lr={g: rate for g in groups},
             batch_size=stage.batch_size,
             grad_accum=1,
             max_steps=steps or stage.steps,
@@ -224,7 +251,7 @@ def change_config(
             seed=stage.seed,
             log_every=10,
             eval_every=110,
-            save_every=20,
+            save_every=100 if lora_mode else 20,  # a LoRA step is fast, a checkpoint is not
             keep_checkpoints=2,
         ),
         retrieval=RetrievalSection(
@@ -344,6 +371,11 @@ def single_scores(engine, stage: ChangeStage) -> dict:
     return {k: full[k] for k in keys if k in full}
 
 
+def _base_of(final: Path) -> Path:
+    """A run's base: ``final/base``, or the shipped base for a run that trained none."""
+    return final / "base" if (final / "base").is_dir() else SHIPPED / "model"
+
+
 def _engine(model_dir: Path, adapter_dir: Path, shipped: Path = SHIPPED):
     from lab.demo.export import engine_from_dirs
 
@@ -366,6 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=None, help="override eval_pairs (score)")
     parser.add_argument("--scenes", type=int, default=None, help="override single_eval_scenes")
     parser.add_argument("--which", default="both", choices=("both", "shipped", "trained"))
+    parser.add_argument(
+        "--mode",
+        default="full",
+        choices=MODES,
+        help="train: full fine-tuning with replay, or a task-routed LoRA on change pairs only",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
@@ -392,13 +430,14 @@ def main(argv: list[str] | None = None) -> int:
 
         start = work / "runs" / args.start / "final" if args.start else None
         config = change_config(
-            stage, work, steps=args.steps, start=start, name=args.run, lr=args.lr
+            stage, work, steps=args.steps, start=start, name=args.run, lr=args.lr, mode=args.mode
         )
         record = {
             **stage.to_json(),
+            "mode": args.mode,
             "steps": config.optim.max_steps,
             "start": args.start,
-            "lr": args.lr or stage.lr,
+            "lr": next(iter(config.optim.lr.values())),
         }
         (work / f"stage_{args.run}.json").write_text(json.dumps(record, indent=1))
         started = time.perf_counter()
@@ -412,12 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "score":
         out = {}
         pairs = fresh_pairs(stage.eval_seed, stage.eval_pairs, stage.crop_px)
+        final = work / "runs" / args.run / "final"
         models = {
             "shipped": (SHIPPED / "model", SHIPPED / "adapter"),
-            "trained": (
-                work / "runs" / args.run / "final" / "base",
-                work / "runs" / args.run / "final" / "adapter",
-            ),
+            # a LoRA run (--mode lora) trained no base: the shipped one
+            "trained": (_base_of(final), final / "adapter"),
         }
         for name, (model_dir, adapter_dir) in models.items():
             if args.which not in ("both", name):
@@ -438,9 +476,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=1, default=str))
         return 0
     if args.step == "export":
-        from lab.demo.export import export_trained_model
+        from lab.demo.export import export_trained_adapter, export_trained_model
 
-        export_trained_model(work / "runs" / args.run / "final", SHIPPED)
+        final = work / "runs" / args.run / "final"
+        if (final / "base").is_dir():
+            export_trained_model(final, SHIPPED)
+        else:  # a task-routed LoRA on the frozen shipped base: only the adapter changes
+            export_trained_adapter(final, SHIPPED)
         return 0
     return 1
 

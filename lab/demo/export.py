@@ -20,6 +20,7 @@ __all__ = [
     "DEMO_LABEL",
     "engine_from_dirs",
     "export_model",
+    "export_trained_adapter",
     "export_trained_model",
     "write_manifest",
 ]
@@ -95,6 +96,28 @@ def export_trained_model(final: Path, out: Path) -> None:
             copy_safetensors_fp16(
                 final / "base" / part / "model.safetensors", tmp / part / "model.safetensors"
             )
+    _swap_adapter(final, out)
+
+
+def export_trained_adapter(final: Path, out: Path) -> None:
+    """Replace only ``out/adapter`` (fp16, atomically) by a training run's ``final/adapter``:
+    a run that trained no base weights, e.g. the change stage's task-routed LoRA on the frozen
+    shipped base (``out/model`` stays)."""
+    for needed in (final / "adapter", out / "model"):
+        if not needed.is_dir():
+            raise FileNotFoundError(
+                f"{needed} is missing: export a finished training run onto a shipped model"
+            )
+    if (final / "base").exists():
+        raise ValueError(f"{final} trained base weights: export it with export_trained_model")
+    _swap_adapter(final, out)
+
+
+def _swap_adapter(final: Path, out: Path) -> None:
+    """``final/adapter`` (fp16, base_model "model") atomically in place of ``out/adapter``."""
+    from engine.atomic import atomic_directory
+    from lab.demo.fp16 import copy_safetensors_fp16
+
     with atomic_directory(out / "adapter") as tmp:
         shutil.copytree(final / "adapter", tmp, dirs_exist_ok=True)
         config_path = tmp / "adapter_config.json"

@@ -9,6 +9,7 @@ import pytest
 
 from engine.types import BoxPx
 from lab.demo.change_stage import (
+    CHANGE_TASKS,
     SHIPPED,
     ChangeStage,
     build_change_data,
@@ -72,3 +73,38 @@ def test_export_refuses_an_unfinished_run_and_leaves_the_target_alone(tmp_path):
     with pytest.raises(FileNotFoundError, match="finished training run"):
         export_trained_model(tmp_path / "no_run" / "final", out)
     assert (out / "model" / "keep.txt").read_text() == "old"
+
+
+def test_lora_mode_trains_a_task_routed_lora_on_change_pairs_only(small_work):
+    stage, work = small_work
+    config = change_config(stage, work, name="lora", mode="lora")
+    engine = config.model.engine
+    assert engine.model_path == SHIPPED / "model" and config.model.init_adapter == SHIPPED / "adapter"
+    assert engine.lora.tasks == CHANGE_TASKS and engine.lora.alpha == 2 * stage.lora_rank
+    assert config.optim.lr == {"lora": stage.lora_lr}  # the shipped weights stay frozen
+    assert [s.path.parent.name for s in config.data.train] == ["change_train"]  # no replay
+    assert [s.path.parent.name for s in config.data.val] == ["change_val"]
+    with pytest.raises(ValueError, match="change-stage mode"):
+        change_config(stage, work, mode="partial")
+
+
+def test_adapter_only_export_keeps_the_shipped_base(tmp_path):
+    """A LoRA run has no final/base: only the adapter is swapped, atomically, as fp16."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from lab.demo.export import export_trained_adapter
+
+    out, final = tmp_path / "demo", tmp_path / "run" / "final"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "keep.txt").write_text("old base")
+    (final / "adapter").mkdir(parents=True)
+    (final / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model": "/tmp/x"}))
+    save_file({"lora.w": torch.ones(2, 2)}, str(final / "adapter" / "adapter.safetensors"))
+    export_trained_adapter(final, out)
+    assert (out / "model" / "keep.txt").read_text() == "old base"
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model"] == "model"
+    assert load_file(str(out / "adapter" / "adapter.safetensors"))["lora.w"].dtype == torch.float16
+    (final / "base").mkdir()  # a run that trained base weights must not lose them
+    with pytest.raises(ValueError, match="export_trained_model"):
+        export_trained_adapter(final, out)
