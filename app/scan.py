@@ -147,10 +147,10 @@ def scan_files(
                         raster, source, plan, region, engine, query, model_key, settings,
                         progress_dir, show_progress, should_stop, stderr, prefilter))
             except tiles.RegionOutsideError as exc:
-                print(f"{path}: skipped, the region does not meet it ({exc})", file=stderr)
+                stderr.write(f"{path}: skipped, the region does not meet it ({exc})\n")
             except tiles.TilesError as exc:
                 errors.append(f"{path}: {_for_the_command(exc)}")
-                print(f"error: {errors[-1]}", file=stderr)
+                stderr.write(f"error: {errors[-1]}\n")
     return results, errors
 
 
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None, *, engine: GroundingEngine | None = 
             raise ValueError(f"--out must name a GeoPackage ending in .gpkg, got {args.out!r}; "
                              "the GeoJSON is written next to it")
     except (ValueError, tiles.TilesError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     if args.ray is not None:  # Ray is imported only here
         from app.scan_ray import main_ray
@@ -228,13 +228,13 @@ def main(argv: Sequence[str] | None = None, *, engine: GroundingEngine | None = 
         try:
             engine, model_key = load_scan_engine(args)
         except EngineError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            sys.stderr.write(f"error: {exc}\n")
             return 2
     out = Path(args.out).expanduser()
     try:
         embedder = _prefilter_embedder(args, engine, settings)
     except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     try:
         paths = [p if is_network_location(p) else Path(p).expanduser() for p in args.rasters]
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None, *, engine: GroundingEngine | None = 
                                      model_key or "", settings, out, region_lonlat=region,
                                      show_progress=not args.quiet, prefilter_embedder=embedder)
     except KeyboardInterrupt:
-        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        sys.stderr.write(f"{INTERRUPTED_MESSAGE}\n")
         return 130
     return write_and_report(out, results, errors, sys.stderr)
 

@@ -357,11 +357,11 @@ def scan_files_ray(
                                                    gdal_cache_mb=settings.gdal_cache_mb)
                             for query in settings.queries} if prefilter is not None else {}
             except tiles.RegionOutsideError as exc:
-                print(f"{path}: skipped, the region does not meet it ({exc})", file=stderr)
+                stderr.write(f"{path}: skipped, the region does not meet it ({exc})\n")
                 continue
             except tiles.TilesError as exc:
                 errors.append(f"{path}: {exc}")
-                print(f"error: {path}: {exc}", file=stderr)
+                stderr.write(f"error: {path}: {exc}\n")
                 continue
             for query in settings.queries:
                 job_id = len(jobs)
@@ -391,7 +391,7 @@ def scan_files_ray(
                         if path not in failed:
                             failed.add(path)
                             errors.append(f"{path}: {error}")
-                            print(f"error: {path}: {error}", file=stderr)
+                            stderr.write(f"error: {path}: {error}\n")
                         continue
                     checkpoints[job_id].append(found)
                     done[job_id][found.tile.index] = found
@@ -471,12 +471,12 @@ def main_ray(args: argparse.Namespace, settings: ScanSettings, region_lonlat: An
     from app.scanning import INTERRUPTED_MESSAGE, write_and_report
 
     if args.ray_actors is not None and args.ray_actors < 1:
-        print(f"error: --ray-actors must be at least 1, got {args.ray_actors}", file=sys.stderr)
+        sys.stderr.write(f"error: --ray-actors must be at least 1, got {args.ray_actors}\n")
         return 2
     if engine is not None:
-        print("error: --ray loads the model on every worker from --model/--backbone/--adapter/"
-              "--device; an engine object cannot be handed to it (scan without --ray)",
-              file=sys.stderr)
+        sys.stderr.write("error: --ray loads the model on every worker from --model/--backbone/"
+                         "--adapter/--device; an engine object cannot be handed to it (scan "
+                         "without --ray)\n")
         return 2
     out = Path(args.out).expanduser()
     paths = [p if is_network_location(p) else Path(p).expanduser() for p in args.rasters]
@@ -485,7 +485,7 @@ def main_ray(args: argparse.Namespace, settings: ScanSettings, region_lonlat: An
         try:  # the CLIP only: the driver never loads the VLM
             embedder = load_prefilter_clip(args.prefilter_clip, args.model)
         except (ValueError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            sys.stderr.write(f"error: {exc}\n")
             return 2
     try:
         results, errors = scan_files_ray(paths, EngineRecipe.from_args(args), settings, out,
@@ -494,9 +494,9 @@ def main_ray(args: argparse.Namespace, settings: ScanSettings, region_lonlat: An
                                          show_progress=not args.quiet,
                                          prefilter_embedder=embedder)
     except ScanRayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return exc.status
     except KeyboardInterrupt:
-        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        sys.stderr.write(f"{INTERRUPTED_MESSAGE}\n")
         return 130
     return write_and_report(out, results, errors, sys.stderr)
