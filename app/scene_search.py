@@ -235,6 +235,8 @@ def stream_scene_search(engine: object, raster: Raster, search: SceneSearch, *,
     long. ``should_stop`` is polled (from the worker) before each batch:
     True ends the search keeping what was found. Closing the generator stops the worker and
     waits for its batch to end, so the engine is free when this returns."""
+    import shapely
+
     from app.scanning import merge_objects, plan_scan, scan_raster
 
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -243,13 +245,18 @@ def stream_scene_search(engine: object, raster: Raster, search: SceneSearch, *,
     def stopper() -> bool:
         return closed.is_set() or (should_stop is not None and bool(should_stop()))
 
+    # The worker gets its own copy of the region: GEOS geometries carry lazily built state
+    # (a prepared index) that two threads must not build at once, and both threads merge.
+    worker_region_px = (None if search.region_px is None
+                        else shapely.from_wkb(shapely.to_wkb(search.region_px)))
+
     def work() -> None:
         try:
-            plan = plan_scan(raster, engine, source=source, region_px=search.region_px,
+            plan = plan_scan(raster, engine, source=source, region_px=worker_region_px,
                              tile_px=search.tile_px, gsd_m=search.gsd_m)
             events.put(("plan", plan))
             result = scan_raster(raster, engine, search.query, source=source,
-                                 region_px=search.region_px, plan=plan, should_stop=stopper,
+                                 region_px=worker_region_px, plan=plan, should_stop=stopper,
                                  progress=lambda found: events.put(("tile", found)))
             events.put(("done", result))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there

@@ -260,9 +260,13 @@ def _decimation(raster: Raster, window: Window | None, gsd_m: float | None,
 
 
 def _pixel_polygon(polygon: Any) -> BaseGeometry | None:
+    """A prepared private copy of ``polygon``: preparing the caller's own geometry would leave
+    GEOS's lazily built prepared state on it, and two threads running predicates on one
+    prepared geometry race on that state (a segfault, seen when the app's scene search merged
+    found objects in one thread while its worker merged in another)."""
     if polygon is None:
         return None
-    geom = as_geometry(polygon)
+    geom = shapely.from_wkb(shapely.to_wkb(as_geometry(polygon)))
     shapely.prepare(geom)
     return geom
 

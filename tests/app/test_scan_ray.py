@@ -1,14 +1,17 @@
-"""app.scan_ray: ``python -m app.scan ... --ray`` on a local Ray (``ray.init(num_cpus=2)``) finds
+"""app.scan_ray: ``python -m app.scan ... --ray`` on a local Ray (two actors at most) finds
 the same features as the in-process scan, with the shipped demo model on both sides.
 
-One Ray start for the module (about 10 s); each ``--ray`` scan starts two actors that load the
-demo model themselves and read their tiles from the raster file.
+Each ``--ray`` scan runs as the command, in its own process (a local Ray start, about 10 s; its
+actors load the demo model themselves and read their tiles from the raster file). Ray stays out
+of the test process: its runtime replaces the process's crash handlers (a later segfault would
+print no Python traceback) and leaves native threads behind after ``ray.shutdown()``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,16 +37,23 @@ WINDOW = Window(0, 1250, 300, 300)
 QUERY = "storage tank"
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[data]'): "
-                                            "the --ray scan cannot be tested")
-    from app.scan_ray import init_ray
+REPO = Path(__file__).parents[2]
 
-    started = init_ray(None, num_cpus=2)
-    yield ray
-    if started:
-        ray.shutdown()
+
+@pytest.fixture(scope="module")
+def ray_command():
+    """Run ``python -m app.scan ARGS --ray`` in a child process on a local Ray (the command
+    starts it; ``--ray-actors`` bounds the actors); returns the finished process."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[data]'): "
+                                      "the --ray scan cannot be tested")
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        return subprocess.run([sys.executable, "-m", "app.scan", *args, "--device", "cpu",
+                               "--ray"], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +106,7 @@ def _rows(checkpoint: Path) -> dict[int, dict]:
 
 
 def test_a_ray_scan_finds_the_features_of_the_in_process_scan_and_shares_its_checkpoint(
-        ray_cluster, scene, in_process, tmp_path):
+        ray_command, scene, in_process, tmp_path):
     """One Ray scan (the costly part: two actors load the model) checks three things: it
     resumes an in-process checkpoint (same key), its tiles equal the in-process tiles, and the
     merged features equal the in-process features."""
@@ -107,9 +117,9 @@ def test_a_ray_scan_finds_the_features_of_the_in_process_scan_and_shares_its_che
     lines = checkpoint.read_text().splitlines()
     assert len(lines) == 9
     (progress / checkpoint.name).write_text("\n".join(lines[:5]) + "\n")  # as after a Ctrl-C
-    status = main([str(scene), "--find", QUERY, "--batch-size", "2", "--out", str(out),
-                   "--device", "cpu", "--ray", "--ray-actors", "2", "--quiet"])
-    assert status == 0
+    done = ray_command([str(scene), "--find", QUERY, "--batch-size", "2", "--out", str(out),
+                        "--ray-actors", "2", "--quiet"])
+    assert done.returncode == 0, done.stderr[-4000:]
     resumed = (progress / checkpoint.name).read_text().splitlines()
     assert resumed[:5] == lines[:5] and len(resumed) == 9  # only the 4 missing tiles ran
     ours, theirs = _rows(progress / checkpoint.name), _rows(checkpoint)
@@ -122,7 +132,7 @@ def test_a_ray_scan_finds_the_features_of_the_in_process_scan_and_shares_its_che
 
 
 def test_a_ray_scan_with_the_clip_prefilter_runs_and_merges_only_the_kept_tiles(
-        ray_cluster, scene, demo_engine, tmp_path, capsys):
+        ray_command, scene, demo_engine, tmp_path, capsys):
     """--ray with --prefilter-top: the driver ranks the tiles with the demo's CLIP (no VLM on
     the driver) and the actors run only the kept ones; the features and the pre-filtered count
     are those of the in-process scan with the same pre-filter."""
@@ -133,8 +143,9 @@ def test_a_ray_scan_with_the_clip_prefilter_runs_and_merges_only_the_kept_tiles(
     assert main([*args, "--out", str(here)], engine=engine, model_key=key) == 0
     in_process_err = capsys.readouterr().err
     out = tmp_path / "ray" / "found.gpkg"
-    assert main([*args, "--out", str(out), "--device", "cpu", "--ray", "--ray-actors", "1"]) == 0
-    ray_err = capsys.readouterr().err
+    done = ray_command([*args, "--out", str(out), "--ray-actors", "1"])
+    assert done.returncode == 0, done.stderr[-4000:]
+    ray_err = done.stderr
     # 9 tiles, the best half (ceil(4.5) = 5) kept: 4 left out, on both paths.
     assert "4 left out by the CLIP pre-filter" in in_process_err
     assert "4 left out by the CLIP pre-filter" in ray_err
@@ -156,7 +167,7 @@ def test_the_driver_reads_the_tile_size_and_key_the_command_would_load(demo_engi
 def test_ray_is_not_imported_without_the_flag():
     code = ("import sys, app.scan; a = app.scan.build_arg_parser().parse_args(['x.tif', "
             "'--find', 't']); assert a.ray is None; assert 'ray' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 @pytest.mark.parametrize("extra, engine, message", [

@@ -112,6 +112,10 @@ def test_polygon_skips_tiles_outside_and_keeps_every_polygon_pixel() -> None:
     assert all(k.intersection(triangle).area > 0 for k in kept)
     assert triangle.difference(shapely.union_all(kept)).area == 0
     assert [t.index for t in plan.tiles] == list(range(36))
+    # the caller's polygon is left as it was: planning prepares a private copy. A prepared
+    # geometry carries GEOS state built lazily by predicates, and the app's scene search merges
+    # with the same region in two threads (a shared prepared polygon segfaulted there).
+    assert not shapely.is_prepared(triangle)
 
 
 def test_polygon_as_geojson_sets_the_window() -> None:
