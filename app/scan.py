@@ -37,12 +37,12 @@ from app.scanning import (
     TileCheckpoint,
     TilePrefilter,
     _check_query,
+    command_rasters,
     is_network_location,
     load_scan_engine,
-    open_policy_for,
     plan_scan,
     prefilter_tiles,
-    region_px_from_lonlat,
+    report_raster_error,
     scan_raster,
     write_and_report,
 )
@@ -129,39 +129,21 @@ def scan_files(
     progress_dir = out.with_name(out.name + ".progress")
     results: list[ScanResult] = []
     errors: list[str] = []
-    workspace = progress_dir / "workspace"
-    with tiles.Catalog(workspace) as local, \
-            tiles.Catalog(workspace, policy=open_policy_for("https://")) as network:
+    with command_rasters(progress_dir / "workspace") as open_raster:
         for path in paths:
-            catalog = network if open_policy_for(path).allow_network else local
             try:
-                raster_id = catalog.open(str(path), trusted=True)
-                raster, source = catalog.get(raster_id), catalog.source(raster_id)
-                region = (None if region_lonlat is None
-                          else region_px_from_lonlat(raster, region_lonlat))
-                plan = plan_scan(raster, engine, source=source, region_px=region,
-                                 tile_px=settings.tile_px, gsd_m=settings.gsd_m,
-                                 overlap=settings.overlap)
+                named = open_raster(path, region_lonlat)
+                plan = plan_scan(named.raster, engine, source=named.source,
+                                 region_px=named.region_px, tile_px=settings.tile_px,
+                                 gsd_m=settings.gsd_m, overlap=settings.overlap)
                 for query in settings.queries:
                     results.append(_scan_with_checkpoint(
-                        raster, source, plan, region, engine, query, model_key, settings,
-                        progress_dir, show_progress, should_stop, stderr, prefilter))
-            except tiles.RegionOutsideError as exc:
-                stderr.write(f"{path}: skipped, the region does not meet it ({exc})\n")
+                        named.raster, named.source, plan, named.region_px, engine, query,
+                        model_key, settings, progress_dir, show_progress, should_stop, stderr,
+                        prefilter))
             except tiles.TilesError as exc:
-                errors.append(f"{path}: {_for_the_command(exc)}")
-                stderr.write(f"error: {errors[-1]}\n")
+                report_raster_error(path, exc, errors, stderr)
     return results, errors
-
-
-def _for_the_command(exc: tiles.TilesError) -> str:
-    """The raster error, with what the scan command offers where the app's flag is named."""
-    text = str(exc)
-    if "--allow-network-rasters" in text:
-        text += (" (python -m app.scan has no such flag: it reads a raster over the network "
-                 "only when the command line names it as a URL or /vsicurl/ path; a local "
-                 "file, a VRT included, never fetches URLs)")
-    return text
 
 
 def _scan_with_checkpoint(raster, source, plan, region, engine, query, model_key, settings,

@@ -56,12 +56,13 @@ from app.scanning import (
     ScanSettings,
     TileCheckpoint,
     TilePrefilter,
+    command_rasters,
     is_network_location,
     load_prefilter_clip,
     open_policy_for,
     plan_scan,
     prefilter_tiles,
-    region_px_from_lonlat,
+    report_raster_error,
     scan_raster,
 )
 
@@ -339,83 +340,75 @@ def scan_files_ray(
     kept: dict[int, PrefilterOutcome] = {}  # job -> the pre-filter's outcome (with one)
     failed: set[str] = set()
     job_path: dict[int, str] = {}
-    local = tiles.Catalog(progress_dir / "workspace")
-    network = tiles.Catalog(progress_dir / "workspace", policy=open_policy_for("https://"))
     started = False
-    try:
-        for raw in paths:
-            path = str(raw)  # as given: a URL must not go through pathlib (it folds "//")
-            catalog = network if open_policy_for(raw).allow_network else local
-            try:
-                raster_id = catalog.open(str(raw), trusted=True)
-                raster, source = catalog.get(raster_id), catalog.source(raster_id)
-                region = (None if region_lonlat is None
-                          else region_px_from_lonlat(raster, region_lonlat))
-                plan = plan_scan(raster, None, source=source, region_px=region, tile_px=tile_px,
-                                 gsd_m=settings.gsd_m, overlap=settings.overlap)
-                outcomes = {query: prefilter_tiles(raster, plan, query, prefilter, source=source,
-                                                   gdal_cache_mb=settings.gdal_cache_mb)
-                            for query in settings.queries} if prefilter is not None else {}
-            except tiles.RegionOutsideError as exc:
-                stderr.write(f"{path}: skipped, the region does not meet it ({exc})\n")
-                continue
-            except tiles.TilesError as exc:
-                errors.append(f"{path}: {exc}")
-                stderr.write(f"error: {path}: {exc}\n")
-                continue
-            for query in settings.queries:
-                job_id = len(jobs)
-                jobs[job_id] = ScanJob(raster, plan, query)
-                places[job_id] = (source, region)
-                job_path[job_id] = path
-                key = TileCheckpoint.key(raster, query, model_key, plan)
-                checkpoints[job_id] = TileCheckpoint(progress_dir / f"{key}.jsonl", plan)
-                done[job_id] = checkpoints[job_id].read()
-                if query in outcomes:  # only the tiles the pre-filter kept run and merge
-                    kept[job_id] = outcomes[query]
-                    done[job_id] = {i: d for i, d in done[job_id].items()
-                                    if i in outcomes[query].kept}
-        rows = [{"job": j, "tile": t.index} for j, job in jobs.items()
-                for t in job.plan.tiles
-                if t.index not in done[j] and (j not in kept or t.index in kept[j].kept)]
-        total = sum(len(kept[j].kept) if j in kept else len(job.plan.tiles)
-                    for j, job in jobs.items())
-        bar = _progress_bar(total, total - len(rows), show_progress, stderr)
+    with command_rasters(progress_dir / "workspace") as open_raster:
         try:
-            if rows:
-                started = init_ray(address)
-                for job_id, found, error in _run_on_ray(ray, recipe, jobs, rows, settings,
-                                                        actors):
-                    if error:
-                        path = job_path[job_id]
-                        if path not in failed:
-                            failed.add(path)
-                            errors.append(f"{path}: {error}")
-                            stderr.write(f"error: {path}: {error}\n")
-                        continue
-                    checkpoints[job_id].append(found)
-                    done[job_id][found.tile.index] = found
-                    bar.update(1)
+            for raw in paths:
+                path = str(raw)  # as given: a URL must not go through pathlib (it folds "//")
+                try:
+                    named = open_raster(raw, region_lonlat)
+                    raster, source, region = named.raster, named.source, named.region_px
+                    plan = plan_scan(raster, None, source=source, region_px=region,
+                                     tile_px=tile_px, gsd_m=settings.gsd_m,
+                                     overlap=settings.overlap)
+                    outcomes = {query: prefilter_tiles(raster, plan, query, prefilter,
+                                                       source=source,
+                                                       gdal_cache_mb=settings.gdal_cache_mb)
+                                for query in settings.queries} if prefilter is not None else {}
+                except tiles.TilesError as exc:
+                    report_raster_error(path, exc, errors, stderr)
+                    continue
+                for query in settings.queries:
+                    job_id = len(jobs)
+                    jobs[job_id] = ScanJob(raster, plan, query)
+                    places[job_id] = (source, region)
+                    job_path[job_id] = path
+                    key = TileCheckpoint.key(raster, query, model_key, plan)
+                    checkpoints[job_id] = TileCheckpoint(progress_dir / f"{key}.jsonl", plan)
+                    done[job_id] = checkpoints[job_id].read()
+                    if query in outcomes:  # only the tiles the pre-filter kept run and merge
+                        kept[job_id] = outcomes[query]
+                        done[job_id] = {i: d for i, d in done[job_id].items()
+                                        if i in outcomes[query].kept}
+            rows = [{"job": j, "tile": t.index} for j, job in jobs.items()
+                    for t in job.plan.tiles
+                    if t.index not in done[j] and (j not in kept or t.index in kept[j].kept)]
+            total = sum(len(kept[j].kept) if j in kept else len(job.plan.tiles)
+                        for j, job in jobs.items())
+            bar = _progress_bar(total, total - len(rows), show_progress, stderr)
+            try:
+                if rows:
+                    started = init_ray(address)
+                    for job_id, found, error in _run_on_ray(ray, recipe, jobs, rows, settings,
+                                                            actors):
+                        if error:
+                            path = job_path[job_id]
+                            if path not in failed:
+                                failed.add(path)
+                                errors.append(f"{path}: {error}")
+                                stderr.write(f"error: {path}: {error}\n")
+                            continue
+                        checkpoints[job_id].append(found)
+                        done[job_id][found.tile.index] = found
+                        bar.update(1)
+            finally:
+                bar.close()
+                for checkpoint in checkpoints.values():
+                    checkpoint.close()
+            results = []
+            for job_id, job in jobs.items():
+                if job_path[job_id] in failed:
+                    continue
+                source, region = places[job_id]
+                results.append(scan_raster(
+                    job.raster, _MergeOnly(), job.query, source=source, region_px=region,
+                    method=settings.method, batch_size=settings.batch_size,
+                    done_tiles=done[job_id], plan=job.plan, prefilter=kept.get(job_id),
+                    gdal_cache_mb=settings.gdal_cache_mb))
+            return results, errors
         finally:
-            bar.close()
-            for checkpoint in checkpoints.values():
-                checkpoint.close()
-        results = []
-        for job_id, job in jobs.items():
-            if job_path[job_id] in failed:
-                continue
-            source, region = places[job_id]
-            results.append(scan_raster(
-                job.raster, _MergeOnly(), job.query, source=source, region_px=region,
-                method=settings.method, batch_size=settings.batch_size,
-                done_tiles=done[job_id], plan=job.plan, prefilter=kept.get(job_id),
-                gdal_cache_mb=settings.gdal_cache_mb))
-        return results, errors
-    finally:
-        local.close_all()
-        network.close_all()
-        if started:
-            ray.shutdown()
+            if started:
+                ray.shutdown()
 
 
 def _run_on_ray(ray: Any, recipe: EngineRecipe, jobs: dict[int, ScanJob], rows: list[dict],

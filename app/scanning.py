@@ -34,6 +34,7 @@ scale-out :mod:`app.scan_ray`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -41,7 +42,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
@@ -58,12 +59,14 @@ __all__ = [
     "DEFAULT_GDAL_CACHE_MB",
     "DEFAULT_SCAN_TILE_PX",
     "UNSCORED_BOX_SCORE",
+    "CommandRaster",
     "PrefilterOutcome",
     "ScanObject",
     "ScanResult",
     "ScanSettings",
     "TileCheckpoint",
     "TilePrefilter",
+    "command_rasters",
     "engine_input_px",
     "is_network_location",
     "layer_name",
@@ -74,6 +77,7 @@ __all__ = [
     "plan_scan",
     "prefilter_tiles",
     "region_px_from_lonlat",
+    "report_raster_error",
     "scan_raster",
     "settled_batch_size",
     "write_and_report",
@@ -662,6 +666,57 @@ def open_policy_for(path: str | Path) -> tiles.OpenPolicy:
     if is_network_location(path):
         return tiles.OpenPolicy(allow_network=True)
     return tiles.DEFAULT_POLICY
+
+
+@dataclass(frozen=True)
+class CommandRaster:
+    """A raster the scan command names, opened: ``path`` as given, its catalog ``source``, the
+    region in its pixels (None: the whole raster)."""
+
+    path: str
+    raster: tiles.Raster
+    source: tiles.RasterSource
+    region_px: BaseGeometry | None
+
+
+@contextlib.contextmanager
+def command_rasters(workspace: Path) -> Iterator[Callable[[str | Path, Any], CommandRaster]]:
+    """Open the scan command's rasters as the command does, in-process and on the ``--ray``
+    driver: yields ``open_raster(path, region_lonlat)``, which opens ``path`` trusted (the
+    operator named it) in one of two catalogs under ``workspace`` (one with the network on, for
+    URLs and GDAL network paths only: :func:`open_policy_for`) and puts ``region_lonlat`` in its
+    pixels. The catalogs and their open handles close when the block ends. ``tiles`` errors
+    propagate; :func:`report_raster_error` turns them into the command's messages."""
+    with tiles.Catalog(workspace) as local, \
+            tiles.Catalog(workspace, policy=open_policy_for("https://")) as network:
+
+        def open_raster(path: str | Path, region_lonlat: Any = None) -> CommandRaster:
+            catalog = network if open_policy_for(path).allow_network else local
+            raster_id = catalog.open(str(path), trusted=True)
+            raster = catalog.get(raster_id)
+            region = (None if region_lonlat is None
+                      else region_px_from_lonlat(raster, region_lonlat))
+            return CommandRaster(str(path), raster, catalog.source(raster_id), region)
+
+        yield open_raster
+
+
+def report_raster_error(path: str | Path, exc: tiles.TilesError, errors: list[str],
+                        stream: TextIO) -> None:
+    """What the scan command says when ``path`` cannot be scanned: a region that misses it is a
+    note (the raster is skipped, not an error); any other ``tiles`` error is appended to
+    ``errors`` (the command's exit status 1) with what the command offers where the message
+    names the app's network flag."""
+    if isinstance(exc, tiles.RegionOutsideError):
+        stream.write(f"{path}: skipped, the region does not meet it ({exc})\n")
+        return
+    text = str(exc)
+    if "--allow-network-rasters" in text:
+        text += (" (python -m app.scan has no such flag: it reads a raster over the network "
+                 "only when the command line names it as a URL or /vsicurl/ path; a local "
+                 "file, a VRT included, never fetches URLs)")
+    errors.append(f"{path}: {text}")
+    stream.write(f"error: {errors[-1]}\n")
 
 
 def load_prefilter_clip(clip_dir: str | Path | None, model: str | None) -> Any:
