@@ -70,10 +70,17 @@ class AskRequest:
     labels: tuple[str, ...] = ()
     preset: str | None = None
     region: DrawnRegion | None = None
+    # A whole-scene search runs only this fraction of its tiles, those the retriever's CLIP
+    # finds most like the query (app.scene_search; None: every tile).
+    search_top: float | None = None
 
     def __post_init__(self) -> None:
         if not self.raster_id:
             raise UserInputError("no raster is open: open one (path or upload) before asking")
+        if self.search_top is not None and (isinstance(self.search_top, bool)
+                                            or not 0.0 < float(self.search_top) <= 1.0):
+            raise UserInputError(f"the share of tiles to search must be in (0, 1], e.g. 0.25 for the "
+                                 f"most likely quarter; got {self.search_top!r}")
         need = _NEEDS_QUESTION.get(self.task)
         if need and not (self.question or "").strip():
             raise UserInputError(f"the task '{self.task.value}' needs {need}: type it in the question box")

@@ -35,8 +35,8 @@ __all__ = ["EXPORT_FORMATS", "GPKG_COLUMNS", "export_feature_collection", "expor
 EXPORT_FORMATS = ("geojson", "geopackage")
 # Columns of every GeoPackage layer (one row per region or box Feature).
 GPKG_COLUMNS = ("result_id", "kind", "task", "question", "answer", "label", "score", "tiles", "count",
-                "tiles_done", "tiles_total", "stopped", "model", "adapter", "raster", "crs", "created_at",
-                "whole_raster")
+                "tiles_done", "tiles_total", "prefiltered", "stopped", "model", "adapter", "raster", "crs",
+                "created_at", "whole_raster")
 
 
 def _exported_feature(feature: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def export_results(
     return tuple(written)
 
 _GPKG_TYPES = {"score": "Float64", "count": "Int64", "tiles_done": "Int64", "tiles_total": "Int64",
-               "stopped": "boolean", "whole_raster": "boolean"}
+               "prefiltered": "Int64", "stopped": "boolean", "whole_raster": "boolean"}
 
 
 def geopackage_layer(properties: Mapping[str, Any]) -> str:
@@ -106,7 +106,8 @@ def _gpkg_row(feature: Mapping[str, Any], scans: Mapping[str, Mapping[str, Any]]
     row["raster"] = Path(str(props.get("raster", ""))).name
     if props.get("kind") != "box":  # the answer's totals go on its region row
         row.update(count=scan.get("count"), tiles_done=scan.get("tiles_done"),
-                   tiles_total=scan.get("tiles_total"), stopped=scan.get("stopped"))
+                   tiles_total=scan.get("tiles_total"), prefiltered=scan.get("prefiltered"),
+                   stopped=scan.get("stopped"))
     row["geometry"] = shape(feature["geometry"])
     return row
 

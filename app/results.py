@@ -122,7 +122,8 @@ class ResultRecord:
     whole_raster: bool = False  # asked about the whole raster: the map draws it as an outline
     model_output: str | None = None  # the model's raw text when ``answer`` was rewritten for reading
     # Whole-scene search (app.scene_search): {"query", "count", "tiles_done", "tiles_total",
-    # "skipped", "stopped", "tile_px", "decimation"}; None for an answer about one crop.
+    # "skipped", "stopped", "tile_px", "decimation", "prefiltered" (tiles the CLIP pre-filter
+    # left out; absent in results saved before it existed)}; None for an answer about one crop.
     scan: Mapping[str, Any] | None = None
     # Two dates (app.compare): {"before_raster", "after_raster" (file names), "before_date",
     # "after_date" (ISO dates or None), "before_date_from", "after_date_from" (where each date

@@ -25,6 +25,13 @@ time left) while :func:`app.scanning.scan_raster` runs in a worker thread; the c
 ``should_stop`` is polled before each batch of tiles, and stopping keeps what was found. The
 result is one :class:`app.results.ResultRecord` (:func:`build_scan_record`): the region, one box
 per object (label, score, the tiles that saw it) and ``scan`` (query, count, tiles).
+
+"Search the most likely tiles" (``AskRequest.search_top``): a search may run only the most likely share of
+its tiles, those the retriever's CLIP finds most like the query (:class:`app.scanning.TilePrefilter`,
+the ``--prefilter-top`` of ``python -m app.scan``). The worker ranks every tile first (a phase of
+its own in the progress; Stop takes effect once the ranking ends), then runs the kept tiles;
+answer, record and progress count the tiles run and say how many the pre-filter left out. A
+model without a retriever (no CLIP) cannot do it and says so.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.asking import DEMO_REAL_NOTE, AskRequest, _region_geometry, drawn_window
+from app.errors import UserInputError
 from app.results import ResultBox, ResultRecord
 from engine.types import Task
 
@@ -50,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIT_TOLERANCE",
+    "SEARCH_TILE_CHOICES",
     "ScanUpdate",
     "SceneSearch",
     "build_scan_record",
@@ -127,17 +136,31 @@ def _count_words(n: int, noun: str) -> str:
     return f"{n} {singular_noun(noun) if n == 1 else plural_noun(noun)}"
 
 
+# The app's search-tiles menu (under the question): the share of a search's tiles that runs, those CLIP ranks most
+# like the query (None: every tile). The demo scene measured 1.6x faster at a half and 3x at a
+# quarter for storage tanks with almost no recall lost (docs/BENCHMARKS.md); how much a real
+# scene loses depends on how well the CLIP knows the object.
+SEARCH_TILE_CHOICES: dict[str, float | None] = {
+    "Large regions: search every tile": None,
+    "Large regions: search the most likely half of the tiles (CLIP)": 0.5,
+    "Large regions: search the most likely quarter of the tiles (CLIP)": 0.25,
+    "Large regions: search the most likely tenth of the tiles (CLIP)": 0.1,
+}
+
+
 @dataclass(frozen=True)
 class SceneSearch:
     """How one request is searched tile by tile: the ground ``query``, the raster ``window``
     and ``region_px`` (the drawn shape in raster pixels; None: the whole raster), tiles of
-    ``tile_px`` model pixels at ``gsd_m`` metres per model pixel (None: native)."""
+    ``tile_px`` model pixels at ``gsd_m`` metres per model pixel (None: native);
+    ``prefilter_top``: the share of tiles CLIP ranks most like the query that run (None: all)."""
 
     query: str
     window: Window
     region_px: BaseGeometry | None
     tile_px: int
     gsd_m: float | None
+    prefilter_top: float | None = None
 
 
 def _model_input_px(engine: object, max_crop_px: int) -> int:
@@ -201,14 +224,16 @@ def scene_search_for(raster: Raster, request: AskRequest, engine: object, *, max
         return None
     region_px = _region_px(raster, request, point_size_m, point_size_px)
     return SceneSearch(query=query, window=window, region_px=region_px, tile_px=tile_px,
-                       gsd_m=gsd_m)
+                       gsd_m=gsd_m, prefilter_top=request.search_top)
 
 
 @dataclass(frozen=True)
 class ScanUpdate:
-    """One streamed state of a search: ``tiles_done`` of ``tiles_total`` tiles, the objects
-    merged so far (``coordinate_space`` "lonlat" or "pixel"), ``seconds_left`` (None until a
-    tile is done), and on the last update the :class:`app.scanning.ScanResult`."""
+    """One streamed state of a search: ``tiles_done`` of ``tiles_total`` tiles to run, the
+    objects merged so far (``coordinate_space`` "lonlat" or "pixel"), ``seconds_left`` (None
+    until a tile is done), and on the last update the :class:`app.scanning.ScanResult`.
+    ``ranking``: the CLIP pre-filter is ranking the plan's ``tiles_total`` tiles (nothing ran
+    yet); ``prefiltered``: the tiles it then left out (not counted in ``tiles_total``)."""
 
     query: str
     tiles_done: int
@@ -217,6 +242,8 @@ class ScanUpdate:
     coordinate_space: str
     seconds_left: float | None = None
     result: ScanResult | None = None
+    ranking: bool = False
+    prefiltered: int = 0
 
     @property
     def count(self) -> int:
@@ -234,10 +261,15 @@ def stream_scene_search(engine: object, raster: Raster, search: SceneSearch, *,
     the CPU the model runs on), so an update's ``objects`` may lag its ``tiles_done`` by that
     long. ``should_stop`` is polled (from the worker) before each batch:
     True ends the search keeping what was found. Closing the generator stops the worker and
-    waits for its batch to end, so the engine is free when this returns."""
+    waits for its batch to end, so the engine is free when this returns. With
+    ``search.prefilter_top`` the worker first ranks the tiles with the engine's retriever CLIP
+    (one ``ranking`` update) and runs only the kept ones; an engine without one raises
+    UserInputError before any work."""
     import shapely
 
-    from app.scanning import merge_objects, plan_scan, scan_raster
+    from app.scanning import merge_objects, plan_scan, prefilter_tiles, scan_raster
+
+    prefilter = _tile_prefilter(engine, search)
 
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     closed = threading.Event()
@@ -255,9 +287,14 @@ def stream_scene_search(engine: object, raster: Raster, search: SceneSearch, *,
             plan = plan_scan(raster, engine, source=source, region_px=worker_region_px,
                              tile_px=search.tile_px, gsd_m=search.gsd_m)
             events.put(("plan", plan))
+            kept = None
+            if prefilter is not None:
+                kept = prefilter_tiles(raster, plan, search.query, prefilter, source=source)
+                events.put(("kept", kept))
             result = scan_raster(raster, engine, search.query, source=source,
                                  region_px=worker_region_px, plan=plan, should_stop=stopper,
-                                 progress=lambda found: events.put(("tile", found)))
+                                 progress=lambda found: events.put(("tile", found)),
+                                 prefilter=kept)
             events.put(("done", result))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             events.put(("error", exc))
@@ -265,6 +302,7 @@ def stream_scene_search(engine: object, raster: Raster, search: SceneSearch, *,
     worker = threading.Thread(target=work, name="geolens-scene-search", daemon=True)
     worker.start()
     plan: TilePlan | None = None
+    prefiltered: int | None = None if prefilter is not None else 0  # None: still ranking
     found: dict[int, Any] = {}
     started = time.monotonic()
     space = "lonlat" if raster.georeferenced else "pixel"
@@ -286,25 +324,48 @@ def stream_scene_search(engine: object, raster: Raster, search: SceneSearch, *,
                     raise payload
                 if kind == "plan":
                     plan, started = payload, time.monotonic()
+                elif kind == "kept":
+                    prefiltered, started = payload.skipped, time.monotonic()
                 elif kind == "tile":
                     found[payload.tile.index] = payload
                 elif kind == "done":
                     result: ScanResult = payload
-                    yield ScanUpdate(search.query, result.tiles_done, result.tiles_total,
-                                     result.objects, result.coordinate_space, 0.0, result)
+                    yield ScanUpdate(search.query, result.tiles_done,
+                                     result.tiles_total - result.prefiltered, result.objects,
+                                     result.coordinate_space, 0.0, result,
+                                     prefiltered=result.prefiltered)
                     return
             if plan is None:
+                continue
+            if prefiltered is None:  # CLIP is ranking the tiles: nothing runs yet
+                yield ScanUpdate(search.query, 0, len(plan.tiles), (), space, None, ranking=True)
                 continue
             if len(found) > merged_tiles and time.monotonic() - merged_at >= merge_every_s:
                 detections = [found[t.index] for t in plan.tiles if t.index in found]
                 space, objects = merge_objects(raster, plan, detections, region_px=search.region_px)
                 merged_at, merged_tiles = time.monotonic(), len(found)
-            done, total = len(found), len(plan.tiles)
+            done, total = len(found), len(plan.tiles) - prefiltered
             left = (time.monotonic() - started) / done * (total - done) if done else None
-            yield ScanUpdate(search.query, done, total, objects, space, left)
+            yield ScanUpdate(search.query, done, total, objects, space, left,
+                             prefiltered=prefiltered)
     finally:
         closed.set()
         worker.join()
+
+
+def _tile_prefilter(engine: object, search: SceneSearch) -> Any:
+    """The search's CLIP pre-filter (None: every tile runs), with the engine's retriever CLIP."""
+    if search.prefilter_top is None:
+        return None
+    embedder = getattr(getattr(engine, "retriever", None), "embedder", None)
+    if embedder is None:
+        raise UserInputError(
+            "searching only the most likely tiles needs the retriever's CLIP, and this model has "
+            "none: choose 'search every tile' under the question, or launch with a knowledge base "
+            "(--kb DIR) whose CLIP ranks the tiles")
+    from app.scanning import TilePrefilter
+
+    return TilePrefilter(embedder, top_fraction=float(search.prefilter_top))
 
 
 PENDING_LIMIT = 2000  # boxes of a running search the map value carries at most (best first)
@@ -334,6 +395,9 @@ def _duration(seconds: float) -> str:
 
 def scan_progress_text(update: ScanUpdate) -> str:
     """The status line of a running search: tiles done/total, a bar, found so far, time left."""
+    if update.ranking:
+        return (f"Ranking {update.tiles_total} tiles with CLIP to search the most likely "
+                "ones first… Stop takes effect once they are ranked.")
     total = max(update.tiles_total, 1)
     filled = round(20 * update.tiles_done / total)
     bar = "▰" * filled + "▱" * (20 - filled)
@@ -343,13 +407,17 @@ def scan_progress_text(update: ScanUpdate) -> str:
         left = "estimating time left"
     else:
         left = f"about {_duration(update.seconds_left)} left"
-    return (f"Searching tile by tile: {update.tiles_done} of {update.tiles_total} tiles {bar} · "
+    kept = (f" (the most likely of {update.tiles_total + update.prefiltered})"
+            if update.prefiltered else "")
+    return (f"Searching tile by tile: {update.tiles_done} of {update.tiles_total} tiles{kept} {bar} · "
             f"{_count_words(update.count, update.query)} so far · {left}. "
             "Stop keeps what was found.")
 
 
 def scan_interim_answer(update: ScanUpdate) -> str:
     """The answer box while a search runs: ``5 storage tanks so far (12 of 40 tiles)…``."""
+    if update.ranking:
+        return f"Ranking {update.tiles_total} tiles…"
     what = _count_words(update.count, update.query)
     return f"{what[0].upper()}{what[1:]} so far ({update.tiles_done} of {update.tiles_total} tiles)…"
 
@@ -357,10 +425,14 @@ def scan_interim_answer(update: ScanUpdate) -> str:
 def scan_answer(result: ScanResult, noun: str) -> str:
     """The analyst's answer: ``37 storage tanks found in 40 tiles (boxes on the map).``,
     ``No storage tank found in 42 tiles.``, ``Stopped after 12 of 40 tiles: 5 storage tanks
-    so far (boxes on the map).``"""
+    so far (boxes on the map).``; with the CLIP pre-filter ``... found in 10 tiles, the most
+    likely of 40 (CLIP left out 30) ...``."""
     what = _count_words(result.count, noun)
     boxes = " (boxes on the map)" if result.count else ""
-    tiles = f"{result.tiles_total} tile{'s' if result.tiles_total != 1 else ''}"
+    run = result.tiles_total - result.prefiltered
+    tiles = f"{run} tile{'s' if run != 1 else ''}"
+    if result.prefiltered:
+        tiles += f", the most likely of {result.tiles_total} (CLIP left out {result.prefiltered})"
     if result.stopped:
         return f"Stopped after {result.tiles_done} of {tiles}: {what} so far{boxes}."
     if result.tiles_total == 0:
@@ -397,7 +469,7 @@ def build_scan_record(raster: Raster, request: AskRequest, search: SceneSearch,
     scan = {"query": search.query, "count": result.count, "tiles_done": result.tiles_done,
             "tiles_total": result.tiles_total, "skipped": result.skipped,
             "stopped": result.stopped, "tile_px": result.tile_px,
-            "decimation": round(float(result.decimation), 6)}
+            "decimation": round(float(result.decimation), 6), "prefiltered": result.prefiltered}
     return ResultRecord(
         task=request.task.value, question=request.question or None, answer=text, model=model,
         adapter=adapter, raster=str(raster.path),

@@ -27,7 +27,7 @@ from app.compare import ALL_TASK_CHOICES, CHANGE_QUESTION_HINTS, CHANGE_TASK_CHO
 from app.demo import demo_labels
 from app.errors import AppError
 from app.map_view import build_map, drawn_region
-from app.scene_search import scan_progress_text
+from app.scene_search import SEARCH_TILE_CHOICES, scan_progress_text
 from app.services import AppServices
 from engine.errors import EngineError
 from engine.types import Task
@@ -132,11 +132,14 @@ def _saved_line(progress: handlers.AskProgress) -> str:
     n_boxes = len(record.boxes)
     boxes = f" with {n_boxes} box{'es' if n_boxes != 1 else ''}" if n_boxes else ""
     scan = record.scan
-    if scan is not None and scan.get("stopped"):
-        return (f"Stopped after {scan['tiles_done']} of {scan['tiles_total']} tiles; what was found is "
-                f"saved as result {record.result_id}{boxes}.")
     if scan is not None:
-        return f"Searched {scan['tiles_total']} tiles; result {record.result_id} saved{boxes}."
+        left_out = scan.get("prefiltered") or 0
+        run = scan["tiles_total"] - left_out
+        kept = f" (the most likely of {scan['tiles_total']})" if left_out else ""
+        if scan.get("stopped"):
+            return (f"Stopped after {scan['tiles_done']} of {run} tiles{kept}; what was found is "
+                    f"saved as result {record.result_id}{boxes}.")
+        return f"Searched {run} tiles{kept}; result {record.result_id} saved{boxes}."
     return f"Answered ({record.task}); result {record.result_id} saved{boxes}."
 
 
@@ -279,7 +282,8 @@ class _Actions:
     def task_changed(self, task_name):
         task = ALL_TASK_CHOICES[task_name]
         return (gr.Textbox(visible=task is Task.CLASSIFY),
-                gr.Textbox(placeholder=_QUESTION_HINTS[task]))
+                gr.Textbox(placeholder=_QUESTION_HINTS[task]),
+                gr.Dropdown(visible=task in (Task.GROUND, Task.ASK)))  # searches tile by tile
 
     def take_ticket(self, control: handlers.AskControl, request: gr.Request = None) -> tuple[int, str]:
         if request is not None and request.session_hash:
@@ -297,7 +301,7 @@ class _Actions:
         if control is not None and control.stop():
             log.info("a client left; its answer was stopped")
 
-    def ask(self, raster_id, preset, task_name, question, labels_text, value,
+    def ask(self, raster_id, preset, task_name, question, labels_text, search_tiles, value,
             control: handlers.AskControl | None = None, ticket: int | None = None,
             selection: list[str] | None = None, offset=0, raster_filter=None, task_filter=None,
             request: gr.Request = None):
@@ -310,6 +314,7 @@ class _Actions:
                 raster_id=raster_id or "", task=TASK_CHOICES[task_name], question=(question or "").strip() or None,
                 labels=parse_labels(labels_text) if TASK_CHOICES[task_name] is Task.CLASSIFY else (),
                 preset=None if preset in (None, "auto") else preset, region=drawn_region(value),
+                search_top=SEARCH_TILE_CHOICES.get(search_tiles),
             )
             should_stop = (lambda: control.is_stopped(ticket)) if control is not None else None
             yield "", [], gr.skip(), gr.skip(), "Answering… (queued behind other requests if any)", gr.skip()
@@ -488,6 +493,12 @@ def build_blocks(services: AppServices) -> gr.Blocks:
                 labels = demo_labels() if services.model_status.is_demo else DEFAULT_LABELS
                 labels_tb = gr.Textbox(label="Labels (comma-separated)", value=", ".join(labels),
                                        visible=False, elem_id="geolens-labels")
+                # Find objects / counting questions on a region larger than one model input run
+                # tile by tile; CLIP can rank the tiles first so only the most likely run (faster,
+                # may miss some). No label: the choices say it (a laptop screen keeps Ask, the
+                # answer and the status line in view).
+                search_dd = gr.Dropdown(choices=list(SEARCH_TILE_CHOICES), value=next(iter(SEARCH_TILE_CHOICES)),
+                                        show_label=False, container=False, elem_id="geolens-search-tiles")
                 with gr.Row():
                     ask_btn = gr.Button("Ask" if ok else "Ask (no model loaded)", variant="primary",
                                         interactive=ok, elem_id="geolens-ask")
@@ -551,15 +562,16 @@ def build_blocks(services: AppServices) -> gr.Blocks:
                         [the_map, compare_md], **light)
         the_map.change(reported(region_md)(act.map_changed), [raster_dd, the_map], [region_md],
                        trigger_mode="always_last", **light)
-        task_radio.change(readable_errors(act.task_changed), [task_radio], [labels_tb, question_tb], **light)
+        task_radio.change(readable_errors(act.task_changed), [task_radio], [labels_tb, question_tb, search_dd],
+                          **light)
 
         # Ask: take a stop ticket at once (not queued), then queue the model work. Stop flips the
         # session's switch; the running (or still queued) answer ends at its next token. A tab
         # that closes stops its answer too.
         control, ticket = gr.State(handlers.AskControl()), gr.State(0)
         table_inputs = [offset, filter_raster, filter_task]
-        ask_inputs = [raster_dd, preset_dd, task_radio, question_tb, labels_tb, the_map, control, ticket,
-                      selection, *table_inputs]
+        ask_inputs = [raster_dd, preset_dd, task_radio, question_tb, labels_tb, search_dd, the_map, control,
+                      ticket, selection, *table_inputs]
         ask_outputs = [answer_tb, evidence_df, the_map, results_df, status_md, page_md]
         for trigger, name in ((ask_btn.click, "ask"), (question_tb.submit, "ask_submit")):
             trigger(act.take_ticket, [control], [ticket, stop_note], queue=False, api_visibility="private",

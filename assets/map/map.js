@@ -273,7 +273,9 @@ function rebuildLayerControl(v) {
 function popupHtml(p, selected) {
   const rows = [["task", p.task], ["question", p.question], ["answer", p.answer],
                 ["label", p.label], ["score", p.score === null || p.score === undefined ? null : Number(p.score).toFixed(3)],
-                ["found", p.scan ? p.scan.count + " (" + p.scan.tiles_done + " of " + p.scan.tiles_total + " tiles" +
+                ["found", p.scan ? p.scan.count + " (" + p.scan.tiles_done + " of " +
+                                   (p.scan.tiles_total - (p.scan.prefiltered || 0)) + " tiles" +
+                                   (p.scan.prefiltered ? ", the most likely of " + p.scan.tiles_total : "") +
                                    (p.scan.stopped ? ", stopped" : "") + ")" : null],
                 ["tiles", p.tiles],
                 ["before", p.before_raster ? p.before_raster + (p.before_date ? " (" + p.before_date + ")" : "") : null],

@@ -12,9 +12,10 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
-from app import handlers
+from app import handlers, scene_search
 from app.asking import AskRequest, prepare_crop
 from app.demo import DEMO_MANIFEST, DEMO_RASTER
+from app.errors import UserInputError
 from app.map_view import DrawnRegion
 from app.scene_search import (
     count_target,
@@ -173,7 +174,7 @@ def test_whole_raster_find_is_one_record_with_a_readable_count(demo_services, de
     n = core.count
     assert n > 0  # the industrial quarter has storage tanks, and the demo model finds some
     assert record.scan == {"query": "storage tank", "count": n, "tiles_done": 16, "tiles_total": 16, "skipped": 0,
-                           "stopped": False, "tile_px": 128, "decimation": 1.0}
+                           "stopped": False, "tile_px": 128, "decimation": 1.0, "prefiltered": 0}
     assert record.answer.split("\n\n")[0] == f"{n} storage tank{'s' if n > 1 else ''} found in 16 tiles (boxes on the map)."
     assert record.whole_raster and record.task == "ground" and record.coordinate_space == "lonlat"
 
@@ -261,3 +262,70 @@ def test_counting_questions_on_a_large_region_count_tile_by_tile(demo_services):
     small = _rect(raster, 300, 1200, 420, 1320)
     asked = list(handlers.ask(demo_services, AskRequest(raster.raster_id, Task.ASK, question, region=small)))[-1].record
     assert asked.scan is None and asked.boxes == ()
+
+
+def test_searching_the_most_likely_quarter_runs_only_the_tiles_clip_ranks_first(demo_services, demo_engine):
+    """'Search the most likely quarter of the tiles': the worker ranks the 16 tiles with the demo's
+    retriever CLIP (one ranking update), runs the best 4, and the record, the answer and the
+    progress count those 4 and say CLIP left out 12; the objects are the scan core's with the
+    same pre-filter."""
+    from app.scanning import TilePrefilter, plan_scan, prefilter_tiles, scan_raster
+
+    raster = _raster(demo_services, "industrial.tif")
+    request = AskRequest(raster.raster_id, Task.GROUND, "storage tank", search_top=0.25)
+    updates = list(handlers.ask(demo_services, request))
+    running, final = [u.scan for u in updates[:-1]], updates[-1]
+    assert running[0].ranking and running[0].tiles_total == 16 and running[0].tiles_done == 0
+    assert "Ranking 16 tiles with CLIP" in scene_search.scan_progress_text(running[0])
+    searching = [u for u in running if not u.ranking]
+    assert searching and {(u.tiles_total, u.prefiltered) for u in searching} == {(4, 12)}
+    assert "4 tiles (the most likely of 16)" in scene_search.scan_progress_text(searching[-1])
+
+    record = final.record
+    n = record.scan["count"]
+    assert {k: record.scan[k] for k in ("tiles_done", "tiles_total", "prefiltered", "stopped")} == \
+        {"tiles_done": 4, "tiles_total": 16, "prefiltered": 12, "stopped": False}
+    what = f"{n} storage tank{'s' if n != 1 else ''}" if n else "No storage tank"
+    assert record.answer.split("\n\n")[0].startswith(
+        f"{what} found in 4 tiles, the most likely of 16 (CLIP left out 12)")
+
+    source = demo_services.catalog.source(raster.raster_id)
+    plan = plan_scan(raster, demo_engine, source=source)
+    kept = prefilter_tiles(raster, plan, "storage tank",
+                           TilePrefilter(demo_engine.retriever.embedder, top_fraction=0.25), source=source)
+    core = scan_raster(raster, demo_engine, "storage tank", source=source, plan=plan, prefilter=kept)
+    assert core.prefiltered == 12 and core.count == n == len(record.boxes)
+    assert all(int(t) in kept.kept for box in record.boxes for t in box.tiles.split(","))
+    assert [b.score for b in record.boxes] == pytest.approx([o.score for o in core.objects])
+    # the export says how much of the region the search covered
+    import pyogrio
+
+    from app.export import export_geopackage
+
+    gpkg = export_geopackage(demo_services.store.features([record.result_id]),
+                             demo_services.config.workspace / "exports", "search")
+    frame = pyogrio.read_dataframe(gpkg, layer=pyogrio.list_layers(gpkg)[0][0])
+    assert frame.loc[frame["kind"] == "region", "prefiltered"].tolist() == [12]
+
+
+def test_searching_the_most_likely_tiles_needs_a_clip_and_says_so(demo_services, demo_engine):
+    """The demo model without its retriever (a model launched without --kb) has no CLIP to
+    rank tiles: a clear error before any tile runs, and nothing stored."""
+    from engine.engine import Engine
+
+    no_clip = Engine(demo_engine.config, demo_engine.vlm, demo_engine.placement, retriever=None)
+    raster = _raster(demo_services, "industrial.tif")
+    demo_services.engine = no_clip
+    request = AskRequest(raster.raster_id, Task.GROUND, "storage tank", search_top=0.5)
+    with pytest.raises(UserInputError, match="search every tile"):
+        list(handlers.ask(demo_services, request))
+    assert len(demo_services.store) == 0
+    # every tile still works with that model
+    record = list(handlers.ask(demo_services, AskRequest(raster.raster_id, Task.GROUND, "storage tank")))[-1].record
+    assert record.scan["prefiltered"] == 0 and record.scan["tiles_done"] == 16
+
+
+@pytest.mark.parametrize("share", [0, -0.5, 1.5, True])
+def test_the_share_of_tiles_to_search_is_checked(share):
+    with pytest.raises(UserInputError, match="share of tiles"):
+        AskRequest("r1", Task.GROUND, "storage tank", search_top=share)

@@ -69,7 +69,9 @@ def test_ten_concurrent_requests_complete_in_order_while_tiles_load(tmp_path, e2
             event_ids = []
             busy.set()
             for i in range(N_REQUESTS):
-                body = {"data": [raster_id, "auto", "Ask", f"question {i}", "", {}, None, None, None, 0,
+                # the Ask inputs: raster, bands, task, question, labels, tiles to search, map value,
+                # stop switch, ticket, selection, table offset and filters
+                body = {"data": [raster_id, "auto", "Ask", f"question {i}", "", None, {}, None, None, None, 0,
                                  "All rasters", "All tasks"],
                         "fn_index": ask_dep["id"], "session_hash": session}
                 response = client.post(f"{app.url}/gradio_api/queue/join", json=body)

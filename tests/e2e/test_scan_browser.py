@@ -117,3 +117,38 @@ def test_search_a_region_tile_by_tile_stop_keeps_the_boxes_and_export_holds_them
     assert (frame["kind"] == "box").sum() == n and frame["score"].notna().sum() == n
     assert frame.loc[frame["kind"] == "region", "count"].tolist() == [n]
     assert log.foreign() == [], log.foreign()[:5]
+
+
+def test_search_only_the_tiles_clip_ranks_most_likely(demo_live, page_and_log):
+    """'Search the most likely quarter of the tiles': CLIP ranks the drawn region's tiles, a
+    quarter of them run, and the status, answer and popup say how many of how many."""
+    page, log = page_and_log
+    open_app(page, demo_live.url, [])
+    raster = demo_live.services.catalog_list()[0]
+    before = {f["properties"]["result_id"] for f in demo_live.services.store.features()}
+    draw_pixel_rectangle(page, raster, 0, 1024, 1024, 2048)  # the industrial quarter
+
+    page.locator("#geolens-task").get_by_text("Find objects", exact=True).click()
+    page.locator("#geolens-question textarea").fill("storage tank")
+    page.locator("#geolens-search-tiles input").click()
+    page.get_by_role("option", name=re.compile(r"most likely quarter")).click()
+    page.locator("#geolens-ask").click()
+    page.wait_for_function("() => document.querySelector('#geolens-status').innerText.includes('Searched')",
+                           timeout=TIMEOUT_MS)
+    (record,) = [f for f in demo_live.services.store.features()
+                 if f["properties"]["kind"] == "region" and f["properties"]["result_id"] not in before]
+    scan = record["properties"]["scan"]
+    total, left_out = scan["tiles_total"], scan["prefiltered"]
+    run = total - left_out
+    assert run == -(-total // 4) and scan["tiles_done"] == run and not scan["stopped"]
+    assert f"Searched {run} tiles (the most likely of {total})" in status(page)
+    answer = page.locator("#geolens-answer textarea").input_value()
+    assert f"found in {run} tiles, the most likely of {total} (CLIP left out {left_out})" in answer
+    page.evaluate("""id => { let done = false; window.geolens.map().eachLayer(l => {
+        if (!done && l.glResultId === id && l.openPopup) { l.openPopup(); done = true; } }); }""",
+                  record["properties"]["result_id"])
+    popup = page.locator(".leaflet-popup-content")
+    popup.wait_for(timeout=TIMEOUT_MS)
+    assert f"({run} of {run} tiles, the most likely of {total})" in popup.inner_text()
+    screenshot(page, "e2e-scan-03-most-likely-quarter")
+    assert log.foreign() == [], log.foreign()[:5]
