@@ -331,20 +331,26 @@ class PrefilterOutcome:
     similarity: Mapping[int, float] = dataclasses.field(compare=False)
     skipped: int
     note: str | None = None
+    stopped: bool = False  # should_stop ended the ranking: nothing was kept, nothing should run
 
 
 def prefilter_tiles(raster: tiles.Raster, plan: tiles.TilePlan, query: str,
                     prefilter: TilePrefilter, *,
                     source: tiles.RasterSource | None = None,
-                    gdal_cache_mb: int | None = None) -> PrefilterOutcome:
+                    gdal_cache_mb: int | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> PrefilterOutcome:
     """Embed every tile of ``plan`` with CLIP (read windowed, ``prefilter.batch_size`` at a
     time, GDAL's block cache capped as in :func:`scan_raster`) and keep those passing
-    ``prefilter`` (ties broken by tile order)."""
+    ``prefilter`` (ties broken by tile order). ``should_stop()`` is checked before each batch:
+    True returns at once an outcome with ``stopped`` set that keeps nothing."""
     from engine.retrieval.ranking import TILE_QUERY_TEMPLATE, rank_images_for_text
 
     template = prefilter.template or TILE_QUERY_TEMPLATE
     similarity: dict[int, float] = {}
     for start in range(0, len(plan.tiles), prefilter.batch_size):
+        if should_stop is not None and should_stop():
+            return PrefilterOutcome(frozenset(), similarity, len(plan.tiles), "stopped while ranking",
+                                    stopped=True)
         batch = plan.tiles[start:start + prefilter.batch_size]
         with tiles.gdal_cache_limit(gdal_cache_mb):
             images = [tiles.read_crop(raster, t.window, t.max_side, source=source).image

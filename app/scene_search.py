@@ -29,7 +29,7 @@ per object (label, score, the tiles that saw it) and ``scan`` (query, count, til
 "Search the most likely tiles" (``AskRequest.search_top``): a search may run only the most likely share of
 its tiles, those the retriever's CLIP finds most like the query (:class:`app.scanning.TilePrefilter`,
 the ``--prefilter-top`` of ``python -m app.scan``). The worker ranks every tile first (a phase of
-its own in the progress; Stop takes effect once the ranking ends), then runs the kept tiles;
+its own in the progress; Stop is polled between CLIP batches too), then runs the kept tiles;
 answer, record and progress count the tiles run and say how many the pre-filter left out. A
 model without a retriever (no CLIP) cannot do it and says so.
 """
@@ -289,7 +289,10 @@ def stream_scene_search(engine: object, raster: Raster, search: SceneSearch, *,
             events.put(("plan", plan))
             kept = None
             if prefilter is not None:
-                kept = prefilter_tiles(raster, plan, search.query, prefilter, source=source)
+                kept = prefilter_tiles(raster, plan, search.query, prefilter, source=source,
+                                       should_stop=stopper)
+                if kept.stopped:  # Stop while ranking: the scan below stops before any tile
+                    kept = None
                 events.put(("kept", kept))
             result = scan_raster(raster, engine, search.query, source=source,
                                  region_px=worker_region_px, plan=plan, should_stop=stopper,
@@ -325,7 +328,8 @@ def stream_scene_search(engine: object, raster: Raster, search: SceneSearch, *,
                 if kind == "plan":
                     plan, started = payload, time.monotonic()
                 elif kind == "kept":
-                    prefiltered, started = payload.skipped, time.monotonic()
+                    prefiltered = payload.skipped if payload is not None else 0
+                    started = time.monotonic()
                 elif kind == "tile":
                     found[payload.tile.index] = payload
                 elif kind == "done":
@@ -397,7 +401,7 @@ def scan_progress_text(update: ScanUpdate) -> str:
     """The status line of a running search: tiles done/total, a bar, found so far, time left."""
     if update.ranking:
         return (f"Ranking {update.tiles_total} tiles with CLIP to search the most likely "
-                "ones first… Stop takes effect once they are ranked.")
+                "ones first… Stop ends the search.")
     total = max(update.tiles_total, 1)
     filled = round(20 * update.tiles_done / total)
     bar = "▰" * filled + "▱" * (20 - filled)

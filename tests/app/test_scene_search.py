@@ -329,3 +329,20 @@ def test_searching_the_most_likely_tiles_needs_a_clip_and_says_so(demo_services,
 def test_the_share_of_tiles_to_search_is_checked(share):
     with pytest.raises(UserInputError, match="share of tiles"):
         AskRequest("r1", Task.GROUND, "storage tank", search_top=share)
+
+
+def test_stop_while_clip_ranks_the_tiles_ends_the_search_before_any_tile(demo_services):
+    raster = _raster(demo_services, "demo_scene.tif")
+    region = _rect(raster, *INDUSTRIAL)  # 81 or more tiles: three CLIP batches of 32
+    calls = itertools.count()
+    # ask polls should_stop once before the work, the ranking before each CLIP batch:
+    # True on the third call stops it after one batch of 32 tiles is ranked.
+    stop_while_ranking = lambda: next(calls) >= 2
+    updates = list(handlers.ask(demo_services, AskRequest(raster.raster_id, Task.GROUND, "storage tank",
+                                                          region=region, search_top=0.25), stop_while_ranking))
+    assert updates[0].scan.ranking
+    record = updates[-1].record
+    assert updates[-1].stopped and record is not None and len(demo_services.store) == 1
+    scan = record.scan
+    assert scan["stopped"] and scan["tiles_done"] == 0 and scan["count"] == 0 and scan["prefiltered"] == 0
+    assert record.answer.startswith(f"Stopped after 0 of {scan['tiles_total']} tiles: no storage tank so far")
