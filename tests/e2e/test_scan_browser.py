@@ -52,6 +52,15 @@ def draw_pixel_rectangle(page, raster, x0, y0, x1, y1) -> None:
     expect_region(page, "Drawn rectangle")
 
 
+def open_result_popup(page, result_id: str):
+    """Open the popup of a stored result (its region is drawn first) and return its content."""
+    page.evaluate("""id => { let done = false; window.geolens.map().eachLayer(l => {
+        if (!done && l.glResultId === id && l.openPopup) { l.openPopup(); done = true; } }); }""", result_id)
+    popup = page.locator(".leaflet-popup-content")
+    popup.wait_for(timeout=TIMEOUT_MS)
+    return popup
+
+
 def status(page) -> str:
     return page.locator("#geolens-status").inner_text()
 
@@ -96,11 +105,7 @@ def test_search_a_region_tile_by_tile_stop_keeps_the_boxes_and_export_holds_them
                            arg=n, timeout=TIMEOUT_MS)
     screenshot(page, "e2e-scan-02-stopped")
     # the result's popup (its region is drawn first) says how many were found in how many tiles
-    page.evaluate("""id => { let done = false; window.geolens.map().eachLayer(l => {
-        if (!done && l.glResultId === id && l.openPopup) { l.openPopup(); done = true; } }); }""",
-                  record["properties"]["result_id"])
-    popup = page.locator(".leaflet-popup-content")
-    popup.wait_for(timeout=TIMEOUT_MS)
+    popup = open_result_popup(page, record["properties"]["result_id"])
     assert f"{n} ({scan['tiles_done']} of {total} tiles, stopped)" in popup.inner_text()
 
     page.locator("#geolens-export-format").get_by_text("GeoPackage", exact=True).click()
@@ -144,11 +149,7 @@ def test_search_only_the_tiles_clip_ranks_most_likely(demo_live, page_and_log):
     assert f"Searched {run} tiles (the most likely of {total})" in status(page)
     answer = page.locator("#geolens-answer textarea").input_value()
     assert f"found in {run} tiles, the most likely of {total} (CLIP left out {left_out})" in answer
-    page.evaluate("""id => { let done = false; window.geolens.map().eachLayer(l => {
-        if (!done && l.glResultId === id && l.openPopup) { l.openPopup(); done = true; } }); }""",
-                  record["properties"]["result_id"])
-    popup = page.locator(".leaflet-popup-content")
-    popup.wait_for(timeout=TIMEOUT_MS)
+    popup = open_result_popup(page, record["properties"]["result_id"])
     assert f"({run} of {run} tiles, the most likely of {total})" in popup.inner_text()
     screenshot(page, "e2e-scan-03-most-likely-quarter")
     assert log.foreign() == [], log.foreign()[:5]
