@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         report = summarize(task, samples, predictions, options, name=engine.model_name)
     except EngineError as err:
-        print(f"error: {err}", file=sys.stderr)
+        sys.stderr.write(f"error: {err}\n")
         return 2
     if args.out:
         out = Path(args.out)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             out / "predictions.jsonl", samples, predictions, report.per_sample or None
         )
         (out / "metrics.json").write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
-    print(report.table())
+    sys.stdout.write(f"{report.table()}\n")
     if report.note:
-        print(report.note)
+        sys.stdout.write(f"{report.note}\n")
     return 0

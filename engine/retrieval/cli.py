@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
+        sys.stderr.write("interrupted: nothing was written\n")
         return 130
 
 
@@ -154,11 +154,9 @@ def _embedder_from_args(args: argparse.Namespace) -> ClipEmbedder | None:
         )
     checkpoint = None if args.checkpoint.lower() == "none" else Path(args.checkpoint)
     if checkpoint is None:
-        print(
+        sys.stderr.write(
             "WARNING: --checkpoint none: RANDOMLY INITIALISED weights, "
-            "retrieved descriptions are meaningless",
-            file=sys.stderr,
-        )
+            "retrieved descriptions are meaningless\n")
     if args.model is not None:
         return ClipEmbedder.from_pretrained(args.model, checkpoint, args.device)
     return ClipEmbedder.from_config(
@@ -199,11 +197,10 @@ def _run_build(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     manifest = kb.manifest
-    print(
+    sys.stdout.write(
         f"built {args.out}: {manifest.count} descriptions "
         f"({manifest.duplicates_dropped} duplicates dropped), "
-        f"{manifest.dim}-d, model {manifest.embedding_model}, index {manifest.index.describe()}"
-    )
+        f"{manifest.dim}-d, model {manifest.embedding_model}, index {manifest.index.describe()}\n")
     return 0
 
 
@@ -212,7 +209,7 @@ def _run_add(args: argparse.Namespace) -> int:
     embedder = _embedder_for_kb(args)
     with KnowledgeBase.load(args.kb, embedder) as kb:
         added = kb.add(descriptions, embedder, batch_size=args.batch_size, progress=True)
-        print(f"added {added} of {len(descriptions)} descriptions to {kb}")
+        sys.stdout.write(f"added {added} of {len(descriptions)} descriptions to {kb}\n")
     return 0
 
 
@@ -230,19 +227,17 @@ def _run_query(args: argparse.Namespace) -> int:
             evidence = retriever.retrieve_for_image(_read_image(args.image), args.k)
         else:
             evidence = retriever.retrieve_for_text(args.text, args.k)
-        print(
+        sys.stdout.write(
             f"{kb}: top {args.k} for "
-            f"{'image ' + str(args.image) if args.image else repr(args.text)}"
-        )
+            f"{'image ' + str(args.image) if args.image else repr(args.text)}\n")
         for rank, item in enumerate(evidence, start=1):
-            print(
-                f"{rank:3d}. {item.score:+.4f}  {item.source}  [{item.level or '-'}]  {item.text}"
-            )
+            sys.stdout.write(
+                f"{rank:3d}. {item.score:+.4f}  {item.source}  [{item.level or '-'}]  {item.text}\n")
     return 0
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    print(json.dumps(read_manifest(args.kb).to_json(), indent=2))
+    sys.stdout.write(f"{json.dumps(read_manifest(args.kb).to_json(), indent=2)}\n")
     return 0
 
 

@@ -119,14 +119,13 @@ def main(argv: Sequence[str] | None = None, environ=os.environ) -> int:
         api_key = api_key_from(args, environ)
         engine, name = load_engine(args)
     except EngineError as exc:
-        print(f"engine.serve: {exc}", file=sys.stderr)
+        sys.stderr.write(f"engine.serve: {exc}\n")
         return 2
     import uvicorn
 
     app = create_app(engine, name, api_key, int(args.max_request_mb * 2**20))
-    print(
+    sys.stdout.write(
         f"engine.serve: {name} ({engine.model_name}) at http://{args.host}:{args.port}/v1 "
-        f"({'API key required' if api_key else 'no API key'}; Ctrl+C to stop)"
-    )
+        f"({'API key required' if api_key else 'no API key'}; Ctrl+C to stop)\n")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=3)
     return 0

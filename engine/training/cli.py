@@ -47,16 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(config)
         result = trainer.run(resume=args.resume)
     except EngineError as err:
-        print(f"error: {err}", file=sys.stderr)
+        sys.stderr.write(f"error: {err}\n")
         return 2
     except KeyboardInterrupt:
-        print(
+        sys.stderr.write(
             "interrupted; run the same command with --resume to continue from the last "
-            f"checkpoint in {config.output_dir / 'checkpoints'}",
-            file=sys.stderr,
-        )
+            f"checkpoint in {config.output_dir / 'checkpoints'}\n")
         return 130
-    print(f"trained {result.steps} steps; adapter: {result.final_dir / 'adapter'}")
+    sys.stdout.write(f"trained {result.steps} steps; adapter: {result.final_dir / 'adapter'}\n")
     if result.val_loss is not None:
-        print(f"validation loss: {result.val_loss:.4f}")
+        sys.stdout.write(f"validation loss: {result.val_loss:.4f}\n")
     return 0
