@@ -137,9 +137,10 @@ def _count_words(n: int, noun: str) -> str:
 
 
 # The app's search-tiles menu (under the question): the share of a search's tiles that runs, those CLIP ranks most
-# like the query (None: every tile). The demo scene measured 1.6x faster at a half and 3x at a
-# quarter for storage tanks with almost no recall lost (docs/BENCHMARKS.md); how much a real
-# scene loses depends on how well the CLIP knows the object.
+# like the query (None: every tile). On the demo scene, for storage tanks, a half was 1.6x faster
+# and its tiles held every tank a tile can hold, a quarter 3x faster holding two thirds of them;
+# for buildings the demo CLIP ranks tiles badly and most are lost (docs/BENCHMARKS.md). How much
+# a real scene loses depends on how well the CLIP knows the object.
 SEARCH_TILE_CHOICES: dict[str, float | None] = {
     "Large regions: search every tile": None,
     "Large regions: search the most likely half of the tiles (CLIP)": 0.5,
