@@ -35,7 +35,6 @@ from app.scanning import (
     ScanResult,
     ScanSettings,
     TileCheckpoint,
-    TilePrefilter,
     _check_query,
     command_rasters,
     is_network_location,
@@ -119,12 +118,7 @@ def scan_files(
     the CLIP for ``settings``' pre-filter (needed when it sets one). A raster given as a URL
     or GDAL network path (a ``str``: pathlib folds its "//") is opened with the network on
     (:func:`app.scanning.open_policy_for`, as ``--ray`` does); local rasters keep it off."""
-    prefilter = None
-    if settings.prefilter_threshold is not None or settings.prefilter_top is not None:
-        if prefilter_embedder is None:
-            raise ValueError("the CLIP pre-filter needs an embedder: pass --prefilter-clip DIR")
-        prefilter = TilePrefilter(prefilter_embedder, threshold=settings.prefilter_threshold,
-                                  top_fraction=settings.prefilter_top)
+    prefilter = settings.tile_prefilter(prefilter_embedder)
     stderr = stderr or sys.stderr
     progress_dir = out.with_name(out.name + ".progress")
     results: list[ScanResult] = []

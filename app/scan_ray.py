@@ -55,7 +55,6 @@ from app.scanning import (
     ScanResult,
     ScanSettings,
     TileCheckpoint,
-    TilePrefilter,
     command_rasters,
     is_network_location,
     load_prefilter_clip,
@@ -322,12 +321,7 @@ def scan_files_ray(
     CLIP of ``settings``' pre-filter (needed when it sets one); it ranks the tiles here, on the
     driver, and only the kept tiles go to the actors."""
     stderr = stderr or sys.stderr
-    prefilter = None
-    if settings.prefilter_threshold is not None or settings.prefilter_top is not None:
-        if prefilter_embedder is None:
-            raise ScanRayError("the CLIP pre-filter needs an embedder: pass --prefilter-clip DIR")
-        prefilter = TilePrefilter(prefilter_embedder, threshold=settings.prefilter_threshold,
-                                  top_fraction=settings.prefilter_top)
+    prefilter = settings.tile_prefilter(prefilter_embedder)
     ray = import_ray()
     progress_dir = out.with_name(out.name + ".progress")
     model_key = recipe.model_key()

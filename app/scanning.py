@@ -655,6 +655,16 @@ class ScanSettings:
             raise ValueError(f"--gdal-cache-mb is GDAL's block cache in MiB (0: GDAL's default, "
                              f"5 % of RAM), got {self.gdal_cache_mb}; e.g. --gdal-cache-mb 64")
 
+    def tile_prefilter(self, embedder: Any) -> TilePrefilter | None:
+        """The settings' CLIP pre-filter with ``embedder`` (None when they set none);
+        ValueError when they set one and ``embedder`` is None."""
+        if self.prefilter_threshold is None and self.prefilter_top is None:
+            return None
+        if embedder is None:
+            raise ValueError("the CLIP pre-filter needs an embedder: pass --prefilter-clip DIR")
+        return TilePrefilter(embedder, threshold=self.prefilter_threshold,
+                             top_fraction=self.prefilter_top)
+
 
 # --- where rasters come from and the pre-filter's CLIP ---------------------------------------
 

@@ -5,7 +5,7 @@
     from engine.evaluation import predict, summarize
 
     predictions = predict(engine, samples)
-    print(summarize("ground", samples, predictions).table())
+    table = summarize("ground", samples, predictions).table()  # the paper's table, as text
 """
 
 from engine.evaluation.report import EvalOptions, EvalReport, summarize

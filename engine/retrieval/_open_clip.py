@@ -45,7 +45,7 @@ def check_arch(open_clip: Any, arch: str) -> None:
         close = difflib.get_close_matches(arch, known, n=8, cutoff=0.5) or known[:8]
         raise ConfigError(
             f"unknown open_clip architecture {arch!r}; close names: {', '.join(close)} "
-            f"(all {len(known)}: python -c 'import open_clip; print(open_clip.list_models())')"
+            f"(all {len(known)}: open_clip.list_models() in Python)"
         )
 
 

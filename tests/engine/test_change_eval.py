@@ -258,26 +258,17 @@ def test_change_caption_summary_has_detection_and_caption_scores():
     assert report.per_sample == (True, False)
 
 
+def _cli_argv(task: str, data, out, *extra: str) -> list[str]:
+    """``python -m engine.evaluate`` arguments for the tiny paper model on CPU (4 new tokens)."""
+    return ["--task", task, "--data", str(data), *extra, "--model", str(cached_tiny_model_dir("paper")),
+            "--device", "cpu", "--max-new-tokens", "4", "--out", str(out)]
+
+
 @pytest.mark.parametrize("fmt", ["levir_cc", "jsonl"])
 def test_the_cli_evaluates_change_captions(tmp_path, fmt, capsys):
     data = write_levir_cc(tmp_path / "levir") if fmt == "levir_cc" else _pairs_jsonl(tmp_path)
     out = tmp_path / "eval"
-    argv = [
-        "--task",
-        "change_caption",
-        "--data",
-        str(data),
-        "--format",
-        fmt,
-        "--model",
-        str(cached_tiny_model_dir("paper")),
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "4",
-        "--out",
-        str(out),
-    ]
+    argv = _cli_argv("change_caption", data, out, "--format", fmt)
     assert evaluate_main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "change_caption" and metrics["n"] == 3
@@ -290,20 +281,7 @@ def test_the_cli_evaluates_change_captions(tmp_path, fmt, capsys):
 def test_the_cli_evaluates_change_grounding(tmp_path):
     data = _pairs_jsonl(tmp_path)
     out = tmp_path / "eval"
-    argv = [
-        "--task",
-        "change_ground",
-        "--data",
-        str(data),
-        "--model",
-        str(cached_tiny_model_dir("paper")),
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "4",
-        "--out",
-        str(out),
-    ]
+    argv = _cli_argv("change_ground", data, out)
     assert evaluate_main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 3 and "acc@0.5" in next(iter(metrics["rows"].values()))
